@@ -1,0 +1,207 @@
+"""The whole MRAA model: its four networks built from a config, and their variables.
+
+`MRAA` is the library's front door for research use: region params of images,
+background transform, generation, AVD and animation, all jitted and in eval mode
+(BatchNorm on running statistics), float32, NHWC images in [0, 1].
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mraa_jax import animation
+from mraa_jax.modules.avd import AVDNetwork
+from mraa_jax.modules.bg_predictor import BGMotionPredictor
+from mraa_jax.modules.generator import Generator
+from mraa_jax.modules.region_predictor import RegionPredictor
+from mraa_jax.region_params import RegionParams
+
+NETWORKS = ("generator", "region_predictor", "bg_predictor", "avd_network")
+
+
+@dataclasses.dataclass(frozen=True)
+class Networks:
+    """The four Flax modules of a config; stateless (variables live elsewhere)."""
+
+    region_predictor: RegionPredictor
+    bg_predictor: BGMotionPredictor
+    generator: Generator
+    avd_network: AVDNetwork
+
+
+def build_networks(model_params: ml_collections.ConfigDict, bn_axis_name: Optional[str] = None) -> Networks:
+    """Flax modules from `config.model_params`, as the original's run.py builds them.
+
+    `bn_axis_name`: device axis over which train-mode BatchNorm statistics are
+    averaged (synchronised BatchNorm), or None.
+    """
+    mp = model_params
+    rp = mp.region_predictor_params
+    region_predictor = RegionPredictor(
+        block_expansion=rp.block_expansion,
+        num_regions=mp.num_regions,
+        num_channels=mp.num_channels,
+        max_features=rp.max_features,
+        num_blocks=rp.num_blocks,
+        temperature=rp.temperature,
+        estimate_affine=mp.estimate_affine,
+        scale_factor=rp.scale_factor,
+        pca_based=rp.pca_based,
+        pad=rp.pad,
+        bn_axis_name=bn_axis_name,
+    )
+    bp = mp.bg_predictor_params
+    bg_predictor = BGMotionPredictor(
+        block_expansion=bp.block_expansion,
+        num_channels=mp.num_channels,
+        max_features=bp.max_features,
+        num_blocks=bp.num_blocks,
+        bg_type=bp.bg_type,
+        bn_axis_name=bn_axis_name,
+    )
+    gp = mp.generator_params
+    generator = Generator(
+        num_channels=mp.num_channels,
+        num_regions=mp.num_regions,
+        block_expansion=gp.block_expansion,
+        max_features=gp.max_features,
+        num_down_blocks=gp.num_down_blocks,
+        num_bottleneck_blocks=gp.num_bottleneck_blocks,
+        pixelwise_flow_predictor_params=tuple(sorted(gp.pixelwise_flow_predictor_params.to_dict().items())),
+        skips=gp.skips,
+        revert_axis_swap=mp.revert_axis_swap,
+        bn_axis_name=bn_axis_name,
+    )
+    ap = mp.avd_network_params
+    avd_network = AVDNetwork(
+        num_regions=mp.num_regions,
+        id_bottle_size=ap.id_bottle_size,
+        pose_bottle_size=ap.pose_bottle_size,
+        revert_axis_swap=ap.revert_axis_swap,
+        bn_axis_name=bn_axis_name,
+    )
+    return Networks(region_predictor, bg_predictor, generator, avd_network)
+
+
+def init_variables(networks: Networks, rng: jax.Array, frame_shape) -> dict[str, dict]:
+    """Random variables of every network for frames of shape (H, W, C): {network: {'params', 'batch_stats'}}."""
+    h, w, c = frame_shape
+    image = jnp.zeros((1, h, w, c), jnp.float32)
+    keys = jax.random.split(rng, 4)
+    variables = {
+        "region_predictor": networks.region_predictor.init(keys[0], image),
+        "bg_predictor": networks.bg_predictor.init(keys[1], image, image),
+    }
+    params = networks.region_predictor.apply(variables["region_predictor"], image)
+    variables["generator"] = networks.generator.init(keys[2], image, params, params)
+    variables["avd_network"] = networks.avd_network.init(keys[3], params, params)
+    return {name: {"params": {}, "batch_stats": {}, **dict(v)} for name, v in variables.items()}
+
+
+class MRAA:
+    """A configured MRAA model with its variables, in eval mode.
+
+    >>> model = MRAA.random(config)               # or mraa_jax.load(path)
+    >>> p = model.regions(images)                 # (B, H, W, C) -> RegionParams
+    >>> out = model.generate(source, model.regions(source), model.regions(driving))
+    >>> video = model.animate(image, frames, mode="relative")
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, variables: dict[str, dict]):
+        self.config = config
+        self.networks = build_networks(config.model_params)
+        self.variables = variables
+        nets = self.networks
+        self._regions = jax.jit(lambda v, x: nets.region_predictor.apply(v, x))
+        self._background = jax.jit(lambda v, s, d: nets.bg_predictor.apply(v, s, d))
+        self._generate = jax.jit(lambda v, s, sp, dp, bg: nets.generator.apply(v, s, dp, sp, bg))
+        self._avd = jax.jit(lambda v, sp, dp: nets.avd_network.apply(v, sp, dp))
+        self._encode = jax.jit(lambda v, s: nets.generator.apply(v, s, method=Generator.encode))
+        self._animate_chunk = jax.jit(functools.partial(_animate_chunk, nets), static_argnames="mode")
+
+    @classmethod
+    def random(cls, config: ml_collections.ConfigDict, seed: int = 0) -> "MRAA":
+        """Randomly initialised model (PyTorch's default initialisation) for the config's frame shape."""
+        networks = build_networks(config.model_params)
+        frame_shape = tuple(config.dataset_params.frame_shape)
+        return cls(config, init_variables(networks, jax.random.PRNGKey(seed), frame_shape))
+
+    # -- single steps ---------------------------------------------------------
+
+    def regions(self, images: jax.Array) -> RegionParams:
+        """Region params of (B, H, W, C) images in [0, 1]."""
+        return self._regions(self.variables["region_predictor"], _as_batch(images, "images"))
+
+    def background(self, source: jax.Array, driving: jax.Array) -> jax.Array:
+        """(B, 3, 3) background transforms from driving to source coordinates."""
+        return self._background(self.variables["bg_predictor"], _as_batch(source, "source"), _as_batch(driving, "driving"))
+
+    def generate(self, source: jax.Array, source_params: RegionParams, driving_params: RegionParams, bg: Optional[jax.Array] = None) -> dict:
+        """Render `source` in the driving regions: prediction, deformed, optical_flow, occlusion_map (or None)."""
+        return self._generate(
+            self.variables["generator"], _as_batch(source, "source"), source_params.without_heatmap(), driving_params.without_heatmap(), bg
+        )
+
+    def avd(self, source_params: RegionParams, driving_params: RegionParams) -> RegionParams:
+        """Driving pose re-expressed for the source identity by the AVD network."""
+        return self._avd(self.variables["avd_network"], source_params.without_heatmap(), driving_params.without_heatmap())
+
+    # -- animation ------------------------------------------------------------
+
+    def animate(self, source_image: jax.Array, driving_frames: jax.Array, mode: str = "relative", chunk_size: int = 16) -> jax.Array:
+        """Animate one (H, W, C) image with (T, H, W, C) driving frames; returns (T, H, W, C).
+
+        The source is encoded once; driving frames go through the networks in
+        jitted chunks of `chunk_size` (the last one padded), so one compilation
+        serves any video length.
+        """
+        animation.check_mode(mode)
+        source_image = jnp.asarray(source_image, jnp.float32)
+        driving_frames = jnp.asarray(driving_frames, jnp.float32)
+        if source_image.ndim != 3 or driving_frames.ndim != 4:
+            raise ValueError(
+                f"animate expects source_image (H, W, C) and driving_frames (T, H, W, C), got {source_image.shape} and {driving_frames.shape}"
+            )
+        source = source_image[None]
+        source_params = self.regions(source).without_heatmap()
+        initial = self.regions(driving_frames[:1]).without_heatmap()
+        scale = animation.movement_scale(source_params.shift[0], initial.shift[0]) if mode == "relative" else 1.0
+        levels = self._encode(self.variables["generator"], source)
+        num_frames = driving_frames.shape[0]
+        chunk_size = max(1, min(chunk_size, num_frames))
+        outputs = []
+        for start in range(0, num_frames, chunk_size):
+            chunk = driving_frames[start : start + chunk_size]
+            valid = chunk.shape[0]
+            if valid < chunk_size:
+                chunk = jnp.concatenate([chunk, jnp.repeat(chunk[-1:], chunk_size - valid, axis=0)])
+            out = self._animate_chunk(self.variables, source, levels, source_params, initial, chunk, jnp.float32(scale), mode=mode)
+            outputs.append(out[:valid])
+        return jnp.concatenate(outputs)
+
+
+def _animate_chunk(nets: Networks, variables, source, levels, source_params, initial, chunk, scale, mode):
+    """Predictions for a chunk of driving frames, given the encoded source."""
+    driving = nets.region_predictor.apply(variables["region_predictor"], chunk).without_heatmap()
+    avd_fn = lambda s, d: nets.avd_network.apply(variables["avd_network"], s, d)  # noqa: E731
+    params = animation.animation_params(mode, source_params, driving, initial, scale, avd_fn)
+    batch = chunk.shape[0]
+    expand = lambda x: jnp.broadcast_to(x, (batch,) + x.shape[1:])  # noqa: E731
+    sources = expand(source)
+    source_params = jax.tree_util.tree_map(expand, source_params)
+    gen = variables["generator"]
+    motion = nets.generator.apply(gen, sources, params, source_params, method=Generator.motion)
+    return nets.generator.apply(gen, sources, [expand(x) for x in levels], motion, method=Generator.decode)
+
+
+def _as_batch(images: Any, name: str) -> jax.Array:
+    images = jnp.asarray(images, jnp.float32)
+    if images.ndim != 4:
+        raise ValueError(f"{name} must be a (B, H, W, C) batch of images, got shape {images.shape}")
+    return images

@@ -1,0 +1,1 @@
+"""Flax modules of MRAA, one file per paper component."""

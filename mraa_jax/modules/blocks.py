@@ -1,0 +1,208 @@
+"""Layers and blocks shared by every MRAA network (spec section 2), NHWC.
+
+Parameter names follow the original (`conv`, `norm`, `down_blocks_0`, ...) so
+that a converted PyTorch state dict maps onto them mechanically. Initialisers
+follow PyTorch's defaults, so that training from scratch starts where the
+original starts.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mraa_jax import geometry
+
+
+def _uniform(bound: float):
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+class Conv(nn.Module):
+    """2-D convolution with bias; kernel (kh, kw, in, out), PyTorch's default init."""
+
+    features: int
+    kernel_size: int = 3
+    padding: int = 0
+    kernel_init: Optional[nn.initializers.Initializer] = None
+    bias_init: Optional[nn.initializers.Initializer] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel_size
+        bound = 1.0 / math.sqrt(x.shape[-1] * k * k)
+        kernel = self.param("kernel", self.kernel_init or _uniform(bound), (k, k, x.shape[-1], self.features))
+        bias = self.param("bias", self.bias_init or _uniform(bound), (self.features,))
+        pad = [(self.padding, self.padding)] * 2
+        y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y + bias.astype(x.dtype)
+
+
+class Linear(nn.Module):
+    """Fully connected layer; kernel (in, out), PyTorch's default init."""
+
+    features: int
+    kernel_init: Optional[nn.initializers.Initializer] = None
+    bias_init: Optional[nn.initializers.Initializer] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        bound = 1.0 / math.sqrt(x.shape[-1])
+        kernel = self.param("kernel", self.kernel_init or _uniform(bound), (x.shape[-1], self.features))
+        bias = self.param("bias", self.bias_init or _uniform(bound), (self.features,))
+        return x @ kernel.astype(x.dtype) + bias.astype(x.dtype)
+
+
+class BatchNorm(nn.Module):
+    """BatchNorm over the last axis with PyTorch's semantics.
+
+    Train mode normalises with the batch mean and biased variance and moves the
+    running statistics by `momentum` (PyTorch convention: new = (1-m) old + m batch),
+    the running variance with the unbiased estimate. With `axis_name`, the batch
+    statistics are averaged over that device axis (synchronised BatchNorm).
+    """
+
+    momentum: float = 0.1
+    epsilon: float = 1e-5
+    axis_name: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        channels = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (channels,))
+        bias = self.param("bias", nn.initializers.zeros, (channels,))
+        running_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((channels,), jnp.float32))
+        running_var = self.variable("batch_stats", "var", lambda: jnp.ones((channels,), jnp.float32))
+        if train:
+            axes = tuple(range(x.ndim - 1))
+            x32 = x.astype(jnp.float32)
+            count = math.prod(x.shape[:-1])
+            mean = x32.mean(axes)
+            if self.axis_name is not None:
+                mean = jax.lax.pmean(mean, self.axis_name)
+                count = count * jax.lax.psum(1, self.axis_name)
+            var = jnp.square(x32 - mean).mean(axes)
+            if self.axis_name is not None:
+                var = jax.lax.pmean(var, self.axis_name)
+            if not self.is_initializing():
+                m = self.momentum
+                running_mean.value = (1 - m) * running_mean.value + m * mean
+                running_var.value = (1 - m) * running_var.value + m * var * (count / max(count - 1, 1))
+        else:
+            mean, var = running_mean.value, running_var.value
+        inv = jax.lax.rsqrt(var + self.epsilon) * scale
+        return ((x - mean.astype(x.dtype)) * inv.astype(x.dtype) + bias.astype(x.dtype)).astype(x.dtype)
+
+
+class DownBlock(nn.Module):
+    """conv 3x3 -> BN -> ReLU -> 2x2 average pool."""
+
+    features: int
+    bn_axis_name: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = Conv(self.features, 3, 1, name="conv")(x)
+        x = nn.relu(BatchNorm(axis_name=self.bn_axis_name, name="norm")(x, train))
+        return geometry.avg_pool_2x(x)
+
+
+class UpBlock(nn.Module):
+    """nearest x2 upsample -> conv 3x3 -> BN -> ReLU."""
+
+    features: int
+    bn_axis_name: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = Conv(self.features, 3, 1, name="conv")(geometry.upsample_nearest_2x(x))
+        return nn.relu(BatchNorm(axis_name=self.bn_axis_name, name="norm")(x, train))
+
+
+class SameBlock(nn.Module):
+    """conv k x k (padding p) -> BN -> ReLU, resolution unchanged."""
+
+    features: int
+    kernel_size: int = 3
+    padding: int = 1
+    bn_axis_name: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = Conv(self.features, self.kernel_size, self.padding, name="conv")(x)
+        return nn.relu(BatchNorm(axis_name=self.bn_axis_name, name="norm")(x, train))
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block: BN ReLU conv BN ReLU conv, plus the input."""
+
+    bn_axis_name: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        c = x.shape[-1]
+        out = nn.relu(BatchNorm(axis_name=self.bn_axis_name, name="norm1")(x, train))
+        out = Conv(c, 3, 1, name="conv1")(out)
+        out = nn.relu(BatchNorm(axis_name=self.bn_axis_name, name="norm2")(out, train))
+        out = Conv(c, 3, 1, name="conv2")(out)
+        return out + x
+
+
+def encoder_features(block_expansion: int, num_blocks: int, max_features: int) -> list[int]:
+    """Output channels of each DownBlock of an Encoder."""
+    return [min(max_features, block_expansion * 2 ** (i + 1)) for i in range(num_blocks)]
+
+
+class Encoder(nn.Module):
+    """`num_blocks` DownBlocks; returns every level, the input included."""
+
+    block_expansion: int
+    num_blocks: int = 3
+    max_features: int = 256
+    bn_axis_name: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, x, train: bool) -> list[jax.Array]:
+        levels = [x]
+        for i, features in enumerate(encoder_features(self.block_expansion, self.num_blocks, self.max_features)):
+            levels.append(DownBlock(features, self.bn_axis_name, name=f"down_blocks_{i}")(levels[-1], train))
+        return levels
+
+
+class Decoder(nn.Module):
+    """UpBlocks from the deepest level up, concatenating [upsampled, skip] after each."""
+
+    block_expansion: int
+    num_blocks: int = 3
+    max_features: int = 256
+    bn_axis_name: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, levels: Sequence[jax.Array], train: bool) -> jax.Array:
+        levels = list(levels)
+        out = levels.pop()
+        for j, i in enumerate(reversed(range(self.num_blocks))):
+            features = min(self.max_features, self.block_expansion * 2**i)
+            out = UpBlock(features, self.bn_axis_name, name=f"up_blocks_{j}")(out, train)
+            out = jnp.concatenate([out, levels.pop()], axis=-1)
+        return out
+
+
+class Hourglass(nn.Module):
+    """Encoder then Decoder; output has block_expansion + input channels."""
+
+    block_expansion: int
+    num_blocks: int = 3
+    max_features: int = 256
+    bn_axis_name: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, x, train: bool) -> jax.Array:
+        args = (self.block_expansion, self.num_blocks, self.max_features, self.bn_axis_name)
+        return Decoder(*args, name="decoder")(Encoder(*args, name="encoder")(x, train), train)

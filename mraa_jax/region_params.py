@@ -1,0 +1,37 @@
+"""The one type that carries region parameters between modules."""
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+
+@struct.dataclass
+class RegionParams:
+    """Regions of a batch of images.
+
+    shift: (B, K, 2) region centres, (x, y) in [-1, 1].
+    covar: (B, K, 2, 2) region covariances, or None (keypoint-only variant).
+    affine: (B, K, 2, 2) region shapes (PCA: U diag(sqrt S)), or None.
+    heatmap: (B, h, w, K) region heatmaps (softmax over space), or None where
+      the params were not read off images (AVD output, animation params).
+    """
+
+    shift: jax.Array
+    covar: Optional[jax.Array] = None
+    affine: Optional[jax.Array] = None
+    heatmap: Optional[jax.Array] = None
+
+    def __getitem__(self, index) -> "RegionParams":
+        """Index the batch axis of every field (heatmap included)."""
+        return jax.tree_util.tree_map(lambda x: x[index], self)
+
+    def without_heatmap(self) -> "RegionParams":
+        return self.replace(heatmap=None)
+
+
+def covar_from_affine(affine: jax.Array) -> jax.Array:
+    """A A^T for (..., 2, 2) affines: the covariance an affine region shape implies."""
+    return jnp.einsum("...ij,...kj->...ik", affine, affine)
