@@ -20,7 +20,7 @@ import numpy as np
 
 from mraa_jax import geometry
 from mraa_jax.config import load_config
-from mraa_jax.model import NETWORKS, build_networks, init_variables
+from mraa_jax.model import NETWORKS, build_networks, config_frame_shape, init_variables
 
 # Buffers of the original that hold no state: num_batches_tracked is unused by
 # eval and training; `down.weight` is the constant anti-alias kernel (checked, not loaded).
@@ -236,7 +236,7 @@ def convert_checkpoint(checkpoint: dict, config, source: str = "checkpoint") -> 
     Raises ConversionError listing every mismatch.
     """
     networks = build_networks(config.model_params)
-    frame_shape = tuple(config.dataset_params.frame_shape)
+    frame_shape = config_frame_shape(config)
     expected = jax.eval_shape(lambda: init_variables(networks, jax.random.PRNGKey(0), frame_shape))
     variables, problems, meta = {}, [], {"source": str(source), "random_init": []}
     for network in NETWORKS:

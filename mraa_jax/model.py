@@ -89,6 +89,12 @@ def build_networks(model_params: ml_collections.ConfigDict, bn_axis_name: Option
     return Networks(region_predictor, bg_predictor, generator, avd_network)
 
 
+def config_frame_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
+    """(H, W, C) frames of the config; 256x256 where the config leaves frames unresized (null)."""
+    shape = config.dataset_params.get("frame_shape")
+    return tuple(shape) if shape else (256, 256, config.model_params.num_channels)
+
+
 def init_variables(networks: Networks, rng: jax.Array, frame_shape) -> dict[str, dict]:
     """Random variables of every network for frames of shape (H, W, C): {network: {'params', 'batch_stats'}}."""
     h, w, c = frame_shape
@@ -129,8 +135,7 @@ class MRAA:
     def random(cls, config: ml_collections.ConfigDict, seed: int = 0) -> "MRAA":
         """Randomly initialised model (PyTorch's default initialisation) for the config's frame shape."""
         networks = build_networks(config.model_params)
-        frame_shape = tuple(config.dataset_params.frame_shape)
-        return cls(config, init_variables(networks, jax.random.PRNGKey(seed), frame_shape))
+        return cls(config, init_variables(networks, jax.random.PRNGKey(seed), config_frame_shape(config)))
 
     # -- single steps ---------------------------------------------------------
 

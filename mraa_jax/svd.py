@@ -309,7 +309,7 @@ def svd_2x2(c: jax.Array) -> tuple[jax.Array, jax.Array]:
 
     # xROT of U = I by (csl, snl): U_B = [[csl, -snl], [snl, csl]].
     ub00, ub10 = csl, snl
-    ub01, ub11 = -snl, csl
+    ub01, ub11 = zero - snl, csl  # as xROT's c*0 - s*1: +0, never -0, when snl == 0
     # Make singular values positive (that negates rows of V^T; U is untouched),
     # then sort decreasingly, swapping the columns of U_B.
     s1, s2 = jnp.abs(s1), jnp.abs(s2)

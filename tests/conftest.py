@@ -1,0 +1,57 @@
+"""Shared test fixtures: paths to ../shared and the converted fixture model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FIXTURE = SHARED / "fixtures" / "mraa_tiny"
+
+
+def nhwc(x: np.ndarray) -> np.ndarray:
+    """The original's NCHW arrays (any leading dims) as NHWC."""
+    return np.moveaxis(x, -3, -1)
+
+
+@pytest.fixture(scope="session")
+def fixture_dir() -> Path:
+    if not FIXTURE.is_dir():
+        pytest.skip(f"reference fixtures not found at {FIXTURE} (../shared beside the checkout)")
+    return FIXTURE
+
+
+@pytest.fixture(scope="session")
+def fixture_inputs(fixture_dir):
+    return dict(np.load(fixture_dir / "inputs.npz"))
+
+
+@pytest.fixture(scope="session")
+def fixture_outputs(fixture_dir):
+    return dict(np.load(fixture_dir / "outputs.npz"))
+
+
+@pytest.fixture(scope="session")
+def fixture_train(fixture_dir):
+    return dict(np.load(fixture_dir / "train_mode.npz"))
+
+
+@pytest.fixture(scope="session")
+def converted_dir(fixture_dir, tmp_path_factory) -> Path:
+    """The fixture checkpoint converted by the command-line converter."""
+    pytest.importorskip("torch", reason="the converter needs the `convert` extra (torch)")
+    from mraa_jax.convert import main
+
+    output = tmp_path_factory.mktemp("converted") / "mraa_tiny"
+    code = main(["--config", str(fixture_dir / "config.yaml"), "--checkpoint", str(fixture_dir / "checkpoint.pth"), "--output", str(output)])
+    assert code == 0
+    return output
+
+
+@pytest.fixture(scope="session")
+def fixture_model(converted_dir):
+    import mraa_jax
+
+    return mraa_jax.load(converted_dir)
