@@ -25,6 +25,8 @@ def load(path, config=None) -> MRAA:
 
     path = Path(path)
     if path.is_dir():
+        if not model_dir.is_model_dir(path):
+            raise FileNotFoundError(f"{path} is not a model directory (expected config.yaml and variables/ inside)")
         cfg = load_config(config) if config is not None else model_dir.load_model_config(path)
         return MRAA(cfg, model_dir.load_variables(path))
     if path.suffix in (".pth", ".pt", ".tar"):

@@ -148,7 +148,10 @@ def convert_state_dict(network: str, state_dict: dict[str, np.ndarray], expected
             if message:
                 problems.append(message)
             continue
-        key = torch_to_flax(name, value.ndim)
+        try:
+            key = torch_to_flax(name, value.ndim)
+        except ConversionError:
+            key = ("unknown", (name,))
         if key is None:
             continue
         if key not in expected_leaves:

@@ -66,6 +66,29 @@ def _where_ok(ok: jax.Array, x: jax.Array, safe) -> jax.Array:
     return jnp.where(ok, x, jnp.asarray(safe, x.dtype))
 
 
+def _opaque(x: jax.Array) -> jax.Array:
+    """``x``, hidden from XLA's algebraic simplifier.
+
+    XLA rewrites ``a / const`` and ``a / broadcast(b)`` into ``a * (1 / b)``,
+    and ``a / (b / c)`` into ``(a * c) / b``; either changes the rounding
+    LAPACK's operation order gives.  A divisor passed through this barrier is
+    divided by as written.
+    """
+    return jax.lax.optimization_barrier(x)
+
+
+def _rounded(x: jax.Array) -> jax.Array:
+    """``x``, rounded to working precision before it is used.
+
+    XLA lets LLVM contract a product feeding an addition into one fused
+    multiply-add, which skips the product's rounding.  The reference LAPACK
+    build rounds every product, and with every product rounded this file gives
+    torch's CPU results bit for bit.  The select (a no-op: NaN stays NaN) sits
+    between the multiply and the add, so they cannot be fused.
+    """
+    return jnp.where(x == x, x, jnp.asarray(jnp.nan, x.dtype))
+
+
 def _fsign(a, b) -> jax.Array:
     """Fortran ``SIGN(A, B)``: ``|A|`` carrying the sign of ``B``.
 
@@ -84,7 +107,7 @@ def _lapy2(x: jax.Array, y: jax.Array) -> jax.Array:
     trivial = (z == 0) | (w > jnp.finfo(w.dtype).max)
     w_s = _where_ok(~trivial, w, 1)
     q = _where_ok(~trivial, z, 0) / w_s
-    return jnp.where(trivial, w, w_s * jnp.sqrt(1 + q * q))
+    return jnp.where(trivial, w, _rounded(w_s * jnp.sqrt(1 + _rounded(q * q))))
 
 
 def _larfg(alpha: jax.Array, x: jax.Array):
@@ -117,9 +140,9 @@ def _larf(v: jax.Array, tau: jax.Array, y0: jax.Array, y1: jax.Array):
     Same operations as the reference: xGEMV forms ``w = y0 + y1 * v`` and xGER
     adds ``[1, v] * (-tau * w)``.
     """
-    w = y0 + y1 * v
-    t = -tau * w
-    return y0 + t, y1 + v * t
+    w = y0 + _rounded(y1 * v)
+    t = _rounded(-tau * w)
+    return y0 + t, y1 + _rounded(v * t)
 
 
 def _bdsqr_splits(d1: jax.Array, e: jax.Array, d2: jax.Array, lamch: _Lamch) -> jax.Array:
@@ -143,7 +166,7 @@ def _bdsqr_splits(d1: jax.Array, e: jax.Array, d2: jax.Array, lamch: _Lamch) -> 
     denom = _where_ok(~zero, sminoa + abse, 1)
     mu = jnp.abs(d2) * (sminoa / denom)
     sminoa = jnp.where(zero, sminoa, jnp.minimum(sminoa, mu))
-    sminoa = sminoa / jnp.sqrt(jnp.asarray(n, d1.dtype))
+    sminoa = sminoa / _opaque(jnp.full_like(sminoa, np.sqrt(dtype(n))))
     thresh = jnp.maximum(tol * sminoa, floor)
     return abse <= thresh
 
@@ -185,7 +208,7 @@ def _lasv2(f: jax.Array, g: jax.Array, h: jax.Array, eps) -> _Lasv2:
 
     # Very large |g|: ssmax ~ |g|, rotations from ratios.
     ha_big = ha > 1
-    ssmin_huge = jnp.where(ha_big, fa / (ga_s / _where_ok(ha_big, ha, 1)), (fa / ga_s) * ha)
+    ssmin_huge = jnp.where(ha_big, fa / _opaque(ga_s / _where_ok(ha_big, ha, 1)), (fa / ga_s) * ha)
     slt_huge = ht / gt_s
     crt_huge = ft / gt_s
 
@@ -196,14 +219,14 @@ def _lasv2(f: jax.Array, g: jax.Array, h: jax.Array, eps) -> _Lasv2:
     fan, han = jnp.abs(ftn), jnp.abs(htn)
     d = fan - han
     l = jnp.where(d == fan, one, d / fan)  # d == fa copes with infinite f or h
-    m = gtn / ftn
+    m = _rounded(gtn / ftn)  # else XLA turns m / x into gtn / (ftn * x)
     t = 2 - l
-    mm = m * m
-    tt = t * t
+    mm = _rounded(m * m)
+    tt = _rounded(t * t)
     s = jnp.sqrt(tt + mm)
     l_zero = l == 0
-    r = jnp.where(l_zero, jnp.abs(m), jnp.sqrt(_where_ok(~l_zero, l * l + mm, 1)))
-    a = dtype.type(0.5) * (s + r)
+    r = jnp.where(l_zero, jnp.abs(m), jnp.sqrt(_where_ok(~l_zero, _rounded(l * l) + mm, 1)))
+    a = _rounded(dtype.type(0.5) * (s + r))
     ssmin_n = han / a
     ssmax_n = fan * a
     mm_zero = mm == 0  # m is tiny
@@ -214,10 +237,10 @@ def _lasv2(f: jax.Array, g: jax.Array, h: jax.Array, eps) -> _Lasv2:
     )
     t_gen = (m / (s + t) + m / _where_ok(~mm_zero, r + l, 1)) * (1 + a)
     t = jnp.where(mm_zero, t_tiny, t_gen)
-    l = jnp.sqrt(t * t + 4)
+    l = _rounded(jnp.sqrt(_rounded(t * t) + 4))  # else XLA turns 2 / sqrt(.) into 2 * rsqrt(.)
     crt_n = 2 / l
     srt_n = t / l
-    clt_n = (crt_n + srt_n * m) / a
+    clt_n = (crt_n + _rounded(srt_n * m)) / a
     slt_n = (htn / ftn) * srt_n / a
 
     def pick(diag_val, huge_val, normal_val):
@@ -269,7 +292,7 @@ def _gesdd_scale(c: jax.Array, lamch: _Lamch):
     anrm_s = _where_ok(scaled, anrm, 1)
     mul = jnp.where(scaled, target / anrm_s, 1)
     unscale = jnp.where(scaled, anrm_s / target, 1)
-    return c * mul[..., None, None], scaled, unscale
+    return _rounded(c * mul[..., None, None]), scaled, unscale
 
 
 def svd_2x2(c: jax.Array) -> tuple[jax.Array, jax.Array]:
