@@ -1,0 +1,67 @@
+"""The reconstruction stage's forward and losses (the original's ReconstructionModel)."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from mraa_jax import losses
+from mraa_jax.model import Networks
+
+RECONSTRUCTION_NETWORKS = ("region_predictor", "bg_predictor", "generator")
+
+
+def reconstruction_losses(
+    networks: Networks,
+    params: dict,
+    batch_stats: dict,
+    source: jax.Array,
+    driving: jax.Array,
+    transform: Optional[losses.EquivarianceTransform],
+    loss_weights: dict,
+    scales=(1,),
+    vgg_fn: Optional[Callable] = None,
+) -> tuple[jax.Array, tuple[dict, dict, dict]]:
+    """Total loss and (named losses, updated batch_stats, generated) of one train-mode forward.
+
+    params/batch_stats: {network: tree} for region_predictor, bg_predictor, generator.
+    The region predictor runs on source, driving, then the transformed frame: its
+    BatchNorm statistics move three times, as in the original. Loss terms with
+    weight 0 are skipped; `l1` (mean |prediction - driving|) is added when
+    loss_weights has a non-zero 'l1' (the perceptual loss's stand-in without VGG).
+    """
+
+    def run(network, *args, stats):
+        variables = {"params": params[network], "batch_stats": stats}
+        out, state = getattr(networks, network).apply(variables, *args, train=True, mutable=["batch_stats"])
+        return out, state.get("batch_stats", {})
+
+    rp_stats = batch_stats["region_predictor"]
+    source_params, rp_stats = run("region_predictor", source, stats=rp_stats)
+    driving_params, rp_stats = run("region_predictor", driving, stats=rp_stats)
+    bg, bg_stats = run("bg_predictor", source, driving, stats=batch_stats["bg_predictor"])
+    generated, gen_stats = run("generator", source, driving_params, source_params, bg, stats=batch_stats["generator"])
+    prediction = generated["prediction"]
+
+    named = {}
+    perceptual_weights = list(loss_weights.get("perceptual", ()))
+    if any(perceptual_weights):
+        named["perceptual"] = losses.perceptual_loss(vgg_fn, prediction, driving, scales, perceptual_weights)
+    if loss_weights.get("l1", 0):
+        named["l1"] = loss_weights["l1"] * jnp.mean(jnp.abs(prediction - driving))
+    generated = dict(generated, source_params=source_params, driving_params=driving_params, bg_params=bg)
+    if transform is not None and (loss_weights.get("equivariance_shift", 0) or loss_weights.get("equivariance_affine", 0)):
+        transformed_frame = transform.transform_frame(driving)
+        transformed_params, rp_stats = run("region_predictor", transformed_frame, stats=rp_stats)
+        shift_loss, affine_loss = losses.equivariance_losses(
+            transform, driving_params, transformed_params, networks.generator.revert_axis_swap
+        )
+        if loss_weights.get("equivariance_shift", 0):
+            named["equivariance_shift"] = loss_weights["equivariance_shift"] * shift_loss
+        if loss_weights.get("equivariance_affine", 0):
+            named["equivariance_affine"] = loss_weights["equivariance_affine"] * affine_loss
+        generated.update(transformed_frame=transformed_frame, transformed_params=transformed_params)
+    total = sum(named.values())
+    new_stats = {"region_predictor": rp_stats, "bg_predictor": bg_stats, "generator": gen_stats}
+    return total, (named, new_stats, generated)
