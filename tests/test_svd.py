@@ -36,6 +36,24 @@ K = 32  # backward-error multiple allowed, see the module docstring
 FIXTURE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "mraa_tiny"
 
 _svd = jax.jit(svd_2x2)
+_CHUNK = 20_000
+
+
+def _svd_np(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """jit-ed svd_2x2 on any number of matrices, in fixed-size chunks.
+
+    Every call compiles the same (20000, 2, 2) program (compilation, not
+    running, dominates this file's time); padding is with identities.
+    """
+    c = np.asarray(c)
+    flat = c.reshape(-1, 2, 2)
+    n = len(flat)
+    padded = np.broadcast_to(np.eye(2, dtype=c.dtype), (-(-n // _CHUNK) * _CHUNK, 2, 2)).copy()
+    padded[:n] = flat
+    outs = [_svd(padded[i : i + _CHUNK]) for i in range(0, len(padded), _CHUNK)]
+    u = np.concatenate([np.asarray(o[0]) for o in outs])[:n]
+    s = np.concatenate([np.asarray(o[1]) for o in outs])[:n]
+    return u.reshape(c.shape), s.reshape(c.shape[:-1])
 
 
 def _rotations(theta: np.ndarray) -> np.ndarray:
@@ -80,8 +98,8 @@ def _column_dots(u, ref):
 @functools.lru_cache(maxsize=None)
 def _separated_set():
     c = _separated_spd(np.random.default_rng(1234), 100_000)
-    u, s = _svd(c)
-    return c, np.asarray(u), np.asarray(s)
+    u, s = _svd_np(c)
+    return c, u, s
 
 
 # 1. Against numpy (float64 dgesdd) on 100,000 well-separated SPD matrices.
@@ -128,7 +146,7 @@ def test_matches_float32_lapack_sgesdd():
     near_axis = _spd(axis + offset, s0, s1)
     c_sep, u_sep, _ = _separated_set()
     c = np.concatenate([c_sep[:n], near_axis])
-    u = np.concatenate([u_sep[:n], np.asarray(_svd(near_axis)[0])])
+    u = np.concatenate([u_sep[:n], _svd_np(near_axis)[0]])
 
     ref = np.stack([lapack.sgesdd(m)[0] for m in c])
     assert ref.dtype == np.float32
@@ -147,7 +165,7 @@ def test_near_diagonal_follows_float32_lapack():
     [[-1.0687637e-07, -1], [1, -1.0687637e-07]].
     """
     c = np.array([[2.6569976e-02, 2.8397025e-09], [2.8397025e-09, 2.6838360e-02]], np.float32)
-    u, s = _svd(c)
+    u, s = _svd_np(c)
     expected = np.array([[-1.0687637e-07, -1.0], [1.0, -1.0687637e-07]], np.float32)
     np.testing.assert_allclose(np.asarray(u), expected, rtol=1e-6, atol=0)
     u_np = np.linalg.svd(c)[0]
@@ -164,7 +182,7 @@ def test_diagonal_inputs():
     d[100:110] = 0
     c = np.zeros((1000, 2, 2), np.float32)
     c[:, 0, 0], c[:, 1, 1] = d[:, 0], d[:, 1]
-    u, s = map(np.asarray, _svd(c))
+    u, s = _svd_np(c)
     # LAPACK: zero subdiagonal -> xLARFG returns H = I; zero off-diagonal ->
     # xBDSQR splits; the sort swaps only on a strict '>'.
     expected = np.where((d[:, 0] >= d[:, 1])[:, None, None], np.eye(2), [[0.0, 1.0], [1.0, 0.0]])
@@ -178,7 +196,7 @@ def test_isotropic_inputs():
     # H = I, B = C splits, equal values are not swapped.
     a = np.array([0.0, 1e-30, 1e-12, 1e-4, 0.3, 1.0, 7.0, 1e20], np.float32)
     c = a[:, None, None] * np.eye(2, dtype=np.float32)
-    u, s = map(np.asarray, _svd(c))
+    u, s = _svd_np(c)
     np.testing.assert_array_equal(u, np.broadcast_to(np.eye(2), u.shape))
     np.testing.assert_array_equal(s, np.stack([a, a], -1))
 
@@ -191,8 +209,19 @@ def _loss(c, w, v):
     return jnp.sum(u * w) + jnp.sum(s * v)
 
 
-_batched_grad = jax.jit(jax.vmap(jax.grad(_loss)))
-_batched_loss = jax.jit(jax.vmap(_loss))
+# value and gradient from one compiled program (compilation dominates the cost)
+_batched_value_and_grad = jax.jit(jax.vmap(jax.value_and_grad(_loss)))
+
+
+def _batched_grad(c, w, v):
+    return np.asarray(_batched_value_and_grad(c, w, v)[1])
+
+
+def _batched_loss(c, w, v):
+    return np.asarray(_batched_value_and_grad(c, w, v)[0])
+
+
+_N_GRAD = 2000  # one batch size for all gradient tests: one compilation per dtype
 
 
 def _grad_inputs(rng, n, dtype):
@@ -208,7 +237,7 @@ def _grad_inputs(rng, n, dtype):
 
 def test_gradients_finite():
     rng = np.random.default_rng(3)
-    c, w, v = _grad_inputs(rng, 10_000, np.float32)
+    c, w, v = _grad_inputs(rng, _N_GRAD - 8, np.float32)  # + 8 special inputs
     special = np.array(
         [
             [[2, 0], [0, 1]],  # diagonal
@@ -232,7 +261,7 @@ def test_gradients_finite():
 
 def test_gradients_match_finite_differences_float64():
     rng = np.random.default_rng(5)
-    c, w, v = _grad_inputs(rng, 2000, np.float64)
+    c, w, v = _grad_inputs(rng, _N_GRAD, np.float64)
     with jax.enable_x64(True):
         g = np.asarray(_batched_grad(c, w, v))
         assert g.dtype == np.float64  # float64 inputs run the dgesdd mirror
@@ -242,9 +271,7 @@ def test_gradients_match_finite_differences_float64():
             for j in range(2):
                 e = np.zeros((2, 2))
                 e[i, j] = h
-                fd[:, i, j] = (
-                    np.asarray(_batched_loss(c + e, w, v)) - np.asarray(_batched_loss(c - e, w, v))
-                ) / (2 * h)
+                fd[:, i, j] = (_batched_loss(c + e, w, v) - _batched_loss(c - e, w, v)) / (2 * h)
     # Central differences: truncation ~ h^2 |d3L/dc3| / 6 <= 1e-12 / gap^3 with
     # the absolute gap >= 0.01 here, plus roundoff ~ eps64 |L| / h ~ 1e-10 |L|.
     # Observed: ~1e-8 relative to the largest |dL/dc| of each matrix.
@@ -265,7 +292,7 @@ def test_gradients_match_finite_differences_float64():
 def test_fixture_region_params(which):
     out = np.load(FIXTURE_DIR / "outputs.npz")
     covar = out[f"rp.{which}.covar"]  # (B, K, 2, 2)
-    u, s = map(np.asarray, _svd(covar))
+    u, s = _svd_np(covar)
     assert u.shape == covar.shape and s.shape == covar.shape[:-1]
     # the original flattens the batch: (B*K, 2, 2)
     np.testing.assert_allclose(u.reshape(-1, 2, 2), out[f"rp.{which}.u"], rtol=0, atol=1e-5)
@@ -279,15 +306,15 @@ def test_fixture_region_params(which):
 def test_batch_shapes_and_vmap():
     rng = np.random.default_rng(11)
     c = _separated_spd(rng, 60).reshape(3, 4, 5, 2, 2)
-    u, s = _svd(c)
+    u, s = _svd(c)  # jit on the (3, 4, 5, 2, 2) shape itself
     assert u.shape == (3, 4, 5, 2, 2) and s.shape == (3, 4, 5, 2)
-    u_flat, s_flat = _svd(c.reshape(-1, 2, 2))
+    u_flat, s_flat = _svd_np(c.reshape(-1, 2, 2))
     np.testing.assert_array_equal(np.asarray(u).reshape(-1, 2, 2), np.asarray(u_flat))
     np.testing.assert_array_equal(np.asarray(s).reshape(-1, 2), np.asarray(s_flat))
     u_v, s_v = jax.jit(jax.vmap(jax.vmap(svd_2x2)))(c.reshape(12, 5, 2, 2))
     np.testing.assert_array_equal(np.asarray(u_v).reshape(-1, 2, 2), np.asarray(u_flat))
     np.testing.assert_array_equal(np.asarray(s_v).reshape(-1, 2), np.asarray(s_flat))
-    u1, s1 = _svd(c[0, 0, 0])  # unbatched
+    u1, s1 = _svd(c[0, 0, 0])  # a single matrix
     np.testing.assert_array_equal(np.asarray(u1), np.asarray(u_flat[0]))
     np.testing.assert_array_equal(np.asarray(s1), np.asarray(s_flat[0]))
 
@@ -305,7 +332,7 @@ def test_jit_matches_op_by_op():
     s1 = s0 * (1 - np.exp(rng.uniform(np.log(1e-7), 0, n)))
     c = _spd(rng.uniform(0, 2 * np.pi, n), s0, s1)
     c = np.concatenate([c, rng.normal(size=(n, 2, 2)).astype(np.float32)])  # general matrices too
-    u_jit, s_jit = map(np.asarray, _svd(c))
+    u_jit, s_jit = _svd_np(c)
     with jax.disable_jit():
         u_eager, s_eager = map(np.asarray, svd_2x2(c))
     np.testing.assert_array_equal(u_jit, u_eager)
@@ -326,7 +353,7 @@ def test_float64_mirrors_dgesdd():
     assert u.dtype == np.float64
     u_np, s_np, _ = np.linalg.svd(c)
     assert np.all(_column_dots(u, u_np) > 0)
-    np.testing.assert_allclose(s, s_np, rtol=1e-14, atol=0)
+    assert np.all(np.abs(s - s_np) <= K * 2.0**-53 * s_np[:, :1])  # |ds_i| <= 32 u64 s_0
 
 
 def _primitives(jaxpr) -> set[str]:
@@ -362,12 +389,18 @@ def test_only_elementwise_primitives():
 
 @pytest.mark.parametrize("gap", [1e-3, 1e-4, 1e-6])
 def test_matches_torch_near_isotropy(gap):
+    """Column signs agree with torch.svd at relative eigen-gaps down to 1e-6.
+
+    (On the CPU this file was written on, U and S were even bit-identical to
+    torch's, 1e6 matrices per gap; bits are not asserted, as they depend on
+    the LAPACK build torch links.)
+    """
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(int(-np.log10(gap)))
     n = 20_000
     s0 = np.exp(rng.uniform(np.log(1e-4), 0, n))
     c = _spd(rng.uniform(0, 2 * np.pi, n), s0, s0 * (1 - gap))
-    u, s = map(np.asarray, _svd(c))
+    u, s = _svd_np(c)
     u_t, s_t, _ = torch.svd(torch.from_numpy(c))
     u_t, s_t = u_t.numpy(), s_t.numpy()
     dots = _column_dots(u, u_t)

@@ -1,0 +1,134 @@
+"""Data-parallel training steps of the reconstruction stage.
+
+The step is written per device with the axis name `data` (the pmap programming
+model) and mapped over a one-axis device mesh with `jax.shard_map` under
+`jax.jit`: gradients and losses are averaged over the axis, and BatchNorm
+statistics either synchronised inside the forward (`sync_bn`, the networks then
+carry `bn_axis_name='data'`) or averaged after it, so every device holds the same
+state. The random equivariance transforms are drawn for the global batch from
+the replicated key and sliced per device, so a step computes the same thing on
+any number of devices.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from mraa_jax.losses import EquivarianceTransform
+from mraa_jax.model import Networks
+from mraa_jax.training.reconstruction import RECONSTRUCTION_NETWORKS, reconstruction_losses
+
+AXIS = "data"
+
+
+@struct.dataclass
+class TrainState:
+    """Everything a step changes: replicated on every device."""
+
+    step: jax.Array
+    params: dict
+    batch_stats: dict
+    opt_state: Any
+    rng: jax.Array
+
+
+def adam(learning_rate: float, milestones_in_steps=(), decay: float = 0.1) -> optax.GradientTransformation:
+    """The original's optimiser: Adam (0.5, 0.999), lr times `decay` at each milestone step."""
+    schedule = optax.piecewise_constant_schedule(learning_rate, {int(m): decay for m in milestones_in_steps})
+    return optax.adam(schedule, b1=0.5, b2=0.999, eps=1e-8)
+
+
+def init_train_state(variables: dict, optimizer: optax.GradientTransformation, rng: jax.Array, names=RECONSTRUCTION_NETWORKS) -> TrainState:
+    """A state over the networks `names` of a model's variables ({network: {'params', 'batch_stats'}})."""
+    params = {n: variables[n]["params"] for n in names}
+    batch_stats = {n: variables[n]["batch_stats"] for n in names}
+    return TrainState(jnp.zeros((), jnp.int32), params, batch_stats, optimizer.init(params), rng)
+
+
+def _slice_for_device(transform: EquivarianceTransform, local_batch: int) -> EquivarianceTransform:
+    index = jax.lax.axis_index(AXIS)
+    take = lambda x: jax.lax.dynamic_slice_in_dim(x, index * local_batch, local_batch)  # noqa: E731
+    return EquivarianceTransform(
+        take(transform.theta),
+        None if transform.control_params is None else take(transform.control_params),
+        transform.control_points,
+    )
+
+
+def reconstruction_step(
+    state: TrainState,
+    source: jax.Array,
+    driving: jax.Array,
+    *,
+    networks: Networks,
+    optimizer: optax.GradientTransformation,
+    train_params: dict,
+    sync_bn: bool,
+    vgg_fn: Optional[Callable] = None,
+) -> tuple[TrainState, dict]:
+    """One optimiser step on this device's part of the batch; call under `shard_map`."""
+    local_batch = source.shape[0]
+    global_batch = local_batch * jax.lax.psum(1, AXIS)
+    rng, key = jax.random.split(state.rng)
+    tp = train_params["transform_params"]
+    transform = EquivarianceTransform.random(key, global_batch, tp["sigma_affine"], tp.get("sigma_tps"), tp.get("points_tps"))
+    transform = _slice_for_device(transform, local_batch)
+
+    def loss_fn(params):
+        return reconstruction_losses(
+            networks, params, state.batch_stats, source, driving, transform, train_params["loss_weights"], train_params["scales"], vgg_fn
+        )
+
+    (total, (named, batch_stats, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads = jax.lax.pmean(grads, AXIS)
+    if not sync_bn:
+        # Each device normalised with its own batch; keep one copy of the statistics.
+        batch_stats = jax.lax.pmean(batch_stats, AXIS)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = jax.lax.pmean(dict(named, total=total), AXIS)
+    return TrainState(state.step + 1, params, batch_stats, opt_state, rng), metrics
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+    """A one-axis mesh over all (or the given) devices, of every process."""
+    devices = jax.devices() if devices is None else devices
+    return jax.sharding.Mesh(devices, (AXIS,))
+
+
+def data_parallel(step_fn: Callable, mesh: jax.sharding.Mesh, num_batch_args: int = 2) -> Callable:
+    """jit(shard_map(step_fn)): state replicated, the `num_batch_args` batch arrays split on axis 0.
+
+    The state argument is donated: its buffers are reused for the new state.
+    """
+    mapped = jax.shard_map(step_fn, mesh=mesh, in_specs=(P(),) + (P(AXIS),) * num_batch_args, out_specs=(P(), P()))
+    return jax.jit(mapped, donate_argnums=0)
+
+
+def shard_batch(mesh: jax.sharding.Mesh, *arrays):
+    """Place this process's part of a batch on its devices, as one global array per input.
+
+    Each process passes its own rows (its share of the global batch, in process order).
+    """
+    sharding = NamedSharding(mesh, P(AXIS))
+    return tuple(jax.make_array_from_process_local_data(sharding, jnp.asarray(a)) for a in arrays)
+
+
+def replicate(mesh: jax.sharding.Mesh, tree):
+    """Place a pytree on every device of the mesh (every process passes the same values)."""
+    sharding = NamedSharding(mesh, P())
+    return jax.tree_util.tree_map(lambda x: jax.make_array_from_process_local_data(sharding, jnp.asarray(x)), tree)
+
+
+def build_reconstruction_step(networks: Networks, optimizer, train_params: dict, mesh, sync_bn: bool, vgg_fn=None) -> Callable:
+    """The jitted data-parallel step: (state, source, driving) -> (state, metrics)."""
+    step = functools.partial(
+        reconstruction_step, networks=networks, optimizer=optimizer, train_params=train_params, sync_bn=sync_bn, vgg_fn=vgg_fn
+    )
+    return data_parallel(step, mesh)
