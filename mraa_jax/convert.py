@@ -254,7 +254,7 @@ def convert_checkpoint(checkpoint: dict, config, source: str = "checkpoint") -> 
     if problems:
         raise ConversionError(f"{source} does not fit the config ({len(problems)} problems):\n  " + "\n  ".join(problems))
     if meta["random_init"]:
-        fresh = init_variables(networks, jax.random.PRNGKey(0), frame_shape)
+        fresh = init_variables(networks, jax.random.PRNGKey(0), frame_shape, meta["random_init"])
         for network in meta["random_init"]:
             variables[network] = jax.tree_util.tree_map(np.asarray, fresh[network])
     for network in NETWORKS:

@@ -95,19 +95,26 @@ def config_frame_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int
     return tuple(shape) if shape else (256, 256, config.model_params.num_channels)
 
 
-def init_variables(networks: Networks, rng: jax.Array, frame_shape) -> dict[str, dict]:
-    """Random variables of every network for frames of shape (H, W, C): {network: {'params', 'batch_stats'}}."""
+def init_variables(networks: Networks, rng: jax.Array, frame_shape, names=NETWORKS) -> dict[str, dict]:
+    """Random variables of the networks `names` for frames of shape (H, W, C): {network: {'params', 'batch_stats'}}."""
     h, w, c = frame_shape
-    image = jnp.zeros((1, h, w, c), jnp.float32)
-    keys = jax.random.split(rng, 4)
-    variables = {
-        "region_predictor": networks.region_predictor.init(keys[0], image),
-        "bg_predictor": networks.bg_predictor.init(keys[1], image, image),
-    }
-    params = networks.region_predictor.apply(variables["region_predictor"], image)
-    variables["generator"] = networks.generator.init(keys[2], image, params, params)
-    variables["avd_network"] = networks.avd_network.init(keys[3], params, params)
-    return {name: {"params": {}, "batch_stats": {}, **dict(v)} for name, v in variables.items()}
+    k = networks.region_predictor.num_regions
+
+    @jax.jit  # one compiled program instead of thousands of eager ops
+    def init(rng):
+        image = jnp.zeros((1, h, w, c), jnp.float32)
+        eye = jnp.broadcast_to(jnp.eye(2), (1, k, 2, 2))
+        params = RegionParams(shift=jnp.zeros((1, k, 2)), covar=eye, affine=eye)
+        inits = {
+            "region_predictor": lambda key: networks.region_predictor.init(key, image),
+            "bg_predictor": lambda key: networks.bg_predictor.init(key, image, image),
+            "generator": lambda key: networks.generator.init(key, image, params, params),
+            "avd_network": lambda key: networks.avd_network.init(key, params, params),
+        }
+        keys = dict(zip(NETWORKS, jax.random.split(rng, len(NETWORKS))))
+        return {name: {"params": {}, "batch_stats": {}, **dict(inits[name](keys[name]))} for name in names}
+
+    return init(rng)
 
 
 class MRAA:
