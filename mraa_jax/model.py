@@ -13,7 +13,6 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from mraa_jax import animation
 from mraa_jax.modules.avd import AVDNetwork
@@ -146,18 +145,24 @@ class MRAA:
 
     # -- single steps ---------------------------------------------------------
 
+    def _batch(self, images, name: str) -> jax.Array:
+        return _as_batch(images, name, self.config.model_params.num_channels)
+
     def regions(self, images: jax.Array) -> RegionParams:
         """Region params of (B, H, W, C) images in [0, 1]."""
-        return self._regions(self.variables["region_predictor"], _as_batch(images, "images"))
+        return self._regions(self.variables["region_predictor"], self._batch(images, "images"))
 
     def background(self, source: jax.Array, driving: jax.Array) -> jax.Array:
         """(B, 3, 3) background transforms from driving to source coordinates."""
-        return self._background(self.variables["bg_predictor"], _as_batch(source, "source"), _as_batch(driving, "driving"))
+        source, driving = self._batch(source, "source"), self._batch(driving, "driving")
+        if source.shape != driving.shape:
+            raise ValueError(f"source and driving must have the same shape, got {source.shape} and {driving.shape}")
+        return self._background(self.variables["bg_predictor"], source, driving)
 
     def generate(self, source: jax.Array, source_params: RegionParams, driving_params: RegionParams, bg: Optional[jax.Array] = None) -> dict:
         """Render `source` in the driving regions: prediction, deformed, optical_flow, occlusion_map (or None)."""
         return self._generate(
-            self.variables["generator"], _as_batch(source, "source"), source_params.without_heatmap(), driving_params.without_heatmap(), bg
+            self.variables["generator"], self._batch(source, "source"), source_params.without_heatmap(), driving_params.without_heatmap(), bg
         )
 
     def avd(self, source_params: RegionParams, driving_params: RegionParams) -> RegionParams:
@@ -180,7 +185,11 @@ class MRAA:
             raise ValueError(
                 f"animate expects source_image (H, W, C) and driving_frames (T, H, W, C), got {source_image.shape} and {driving_frames.shape}"
             )
-        source = source_image[None]
+        if driving_frames.shape[0] == 0:
+            raise ValueError("animate needs at least one driving frame, got 0 frames")
+        if driving_frames.shape[1:] != source_image.shape:
+            raise ValueError(f"driving frames {driving_frames.shape[1:]} must have the source image's shape {source_image.shape}")
+        source = self._batch(source_image[None], "source_image")
         source_params = self.regions(source).without_heatmap()
         initial = self.regions(driving_frames[:1]).without_heatmap()
         scale = animation.movement_scale(source_params.shift[0], initial.shift[0]) if mode == "relative" else 1.0
@@ -212,8 +221,11 @@ def _animate_chunk(nets: Networks, variables, source, levels, source_params, ini
     return nets.generator.apply(gen, sources, [expand(x) for x in levels], motion, method=Generator.decode)
 
 
-def _as_batch(images: Any, name: str) -> jax.Array:
+def _as_batch(images: Any, name: str, channels: int) -> jax.Array:
+    """`images` as a float32 (B, H, W, C) array with the model's channel count, or a ValueError."""
     images = jnp.asarray(images, jnp.float32)
     if images.ndim != 4:
         raise ValueError(f"{name} must be a (B, H, W, C) batch of images, got shape {images.shape}")
+    if images.shape[-1] != channels:
+        raise ValueError(f"{name} has {images.shape[-1]} channels, the model expects {channels} (shape {images.shape})")
     return images

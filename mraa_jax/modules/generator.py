@@ -5,7 +5,6 @@ from typing import Optional
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from mraa_jax import geometry
 from mraa_jax.modules.blocks import Conv, DownBlock, ResBlock, SameBlock, UpBlock
