@@ -55,3 +55,30 @@ def fixture_model(converted_dir):
     import mraa_jax
 
     return mraa_jax.load(converted_dir)
+
+
+class ArrayPairs:
+    """A deterministic stand-in for the data pipeline: pairs of frames of in-memory videos.
+
+    videos: (N, T, H, W, C) float32. Batch `i` depends only on (seed, i), so a saved
+    position resumes the same sequence.
+    """
+
+    def __init__(self, videos: np.ndarray, batch_size: int, seed: int = 0):
+        self.videos, self.batch_size, self.seed, self.position = videos, batch_size, seed, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        rng = np.random.default_rng([self.seed, self.position])
+        self.position += 1
+        video = rng.integers(0, len(self.videos), self.batch_size)
+        frames = np.sort(rng.integers(0, self.videos.shape[1], (self.batch_size, 2)), axis=1)
+        return {"source": self.videos[video, frames[:, 0]], "driving": self.videos[video, frames[:, 1]]}
+
+    def get_state(self) -> dict:
+        return {"position": self.position}
+
+    def set_state(self, state: dict) -> None:
+        self.position = int(state["position"])

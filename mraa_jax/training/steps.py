@@ -102,12 +102,14 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
     return jax.sharding.Mesh(devices, (AXIS,))
 
 
-def data_parallel(step_fn: Callable, mesh: jax.sharding.Mesh, num_batch_args: int = 2) -> Callable:
-    """jit(shard_map(step_fn)): state replicated, the `num_batch_args` batch arrays split on axis 0.
+def data_parallel(step_fn: Callable, mesh: jax.sharding.Mesh, num_replicated_args: int = 1, num_batch_args: int = 2) -> Callable:
+    """jit(shard_map(step_fn)): the first `num_replicated_args` arguments (the state first)
+    replicated, the `num_batch_args` batch arrays after them split on axis 0.
 
     The state argument is donated: its buffers are reused for the new state.
     """
-    mapped = jax.shard_map(step_fn, mesh=mesh, in_specs=(P(),) + (P(AXIS),) * num_batch_args, out_specs=(P(), P()))
+    in_specs = (P(),) * num_replicated_args + (P(AXIS),) * num_batch_args
+    mapped = jax.shard_map(step_fn, mesh=mesh, in_specs=in_specs, out_specs=(P(), P()))
     return jax.jit(mapped, donate_argnums=0)
 
 

@@ -1,0 +1,274 @@
+"""The training loops of both stages: epochs, checkpoints with resume, logs, NaN guard.
+
+Data comes from any iterator of process-local batches ({'source', 'driving'}:
+(B_local, H, W, C) float32 in [0, 1]) with `get_state()` / `set_state(state)`
+returning and taking a JSON-serialisable position, so that a resumed run reads
+on exactly where it stopped.
+
+Workdir layout:
+    checkpoints/reconstruction/<step>/   orbax checkpoints of the reconstruction stage
+    checkpoints/avd/<step>/              orbax checkpoints of the AVD stage
+    model/                               model directory of all four networks (mraa_jax.load)
+    log.txt, tensorboard/, train-vis/    logs
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from mraa_jax import model_dir
+from mraa_jax.model import NETWORKS, build_networks, config_frame_shape, init_variables
+from mraa_jax.training import steps
+from mraa_jax.training.avd import build_avd_step
+from mraa_jax.training.checkpoints import Checkpoints
+from mraa_jax.training.logger import TrainingLogger
+from mraa_jax.training.reconstruction import RECONSTRUCTION_NETWORKS
+from mraa_jax.visualize import visualize
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is left in place."""
+
+
+def steps_per_epoch(num_videos: int, num_repeats: int, batch_size: int) -> int:
+    """An epoch is num_repeats passes over the videos, in full batches (the original drops the last)."""
+    return max(1, num_videos * num_repeats // batch_size)
+
+
+def check_finite(metrics: dict[str, float], step: int, checkpoints: Checkpoints) -> None:
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    if bad:
+        latest = checkpoints.latest_step()
+        kept = f"the last good checkpoint is step {latest} in {checkpoints.directory}" if latest is not None else "no checkpoint was written yet"
+        raise TrainingDiverged(f"non-finite loss at step {step}: {bad}; training stopped, {kept}")
+
+
+def _next_position(progress: dict, steps_in_epoch: int, data_state) -> dict:
+    position = progress["step_in_epoch"] + 1
+    if position == steps_in_epoch:
+        return {"epoch": progress["epoch"] + 1, "step_in_epoch": 0, "data": data_state}
+    return {"epoch": progress["epoch"], "step_in_epoch": position, "data": data_state}
+
+
+def run_stage(
+    name: str,
+    step_fn: Callable,
+    state: steps.TrainState,
+    data: Iterator,
+    *,
+    mesh,
+    checkpoints: Checkpoints,
+    logger: TrainingLogger,
+    num_epochs: int,
+    steps_in_epoch: int,
+    frozen_args: tuple = (),
+    picture_fn: Optional[Callable] = None,
+    max_steps: Optional[int] = None,
+    progress: Optional[dict] = None,
+) -> steps.TrainState:
+    """Train until `num_epochs` (or `max_steps` total steps); resumes from `progress` if given."""
+    progress = progress or {"epoch": 0, "step_in_epoch": 0, "data": data.get_state()}
+    is_main = jax.process_index() == 0
+    batch = None
+    while progress["epoch"] < num_epochs:
+        epoch = progress["epoch"]
+        bar = tqdm(total=steps_in_epoch, initial=progress["step_in_epoch"], desc=f"{name} epoch {epoch}", disable=not is_main, leave=False)
+        while progress["epoch"] == epoch:
+            batch = next(data)
+            source, driving = steps.shard_batch(mesh, batch["source"], batch["driving"])
+            state, metrics = step_fn(state, *frozen_args, source, driving)
+            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            step = int(state.step)
+            check_finite(metrics, step, checkpoints)
+            progress = _next_position(progress, steps_in_epoch, data.get_state())
+            logger.step(step, metrics)
+            bar.set_postfix({k: f"{v:.4f}" for k, v in metrics.items()})
+            bar.update()
+            checkpoints.save(step, state, progress)
+            if max_steps is not None and step >= max_steps:
+                bar.close()
+                checkpoints.save(step, state, progress, force=True)
+                checkpoints.wait()
+                return state
+        bar.close()
+        picture = picture_fn(state, batch) if (picture_fn is not None and is_main) else None
+        logger.end_epoch(epoch, int(state.step), picture, stage="avd-" if name == "avd" else "")
+    final_step = int(state.step)
+    if checkpoints.latest_step() != final_step:
+        checkpoints.save(final_step, state, progress, force=True)
+    checkpoints.wait()
+    return state
+
+
+def _restore_or(checkpoints: Checkpoints, state, mesh):
+    """(state, progress) of the latest checkpoint, or (state, None) if there is none."""
+    if checkpoints.latest_step() is None:
+        return state, None
+    restored, progress = checkpoints.restore(state)
+    return steps.replicate(mesh, jax.device_get(restored)), progress
+
+
+def with_adam_moments(opt_state, moments: dict, names) -> object:
+    """optax Adam state carrying converted moments {network: {'mu', 'nu'}} and 'step' (fine-tuning)."""
+    count = jnp.asarray(int(moments["step"]), jnp.int32)
+
+    def replace(node):
+        if isinstance(node, optax.ScaleByAdamState):
+            mu = {n: moments[n]["mu"] for n in names}
+            nu = {n: moments[n]["nu"] for n in names}
+            return optax.ScaleByAdamState(count=count, mu=jax.tree_util.tree_map(jnp.asarray, mu), nu=jax.tree_util.tree_map(jnp.asarray, nu))
+        if isinstance(node, optax.ScaleByScheduleState):
+            return optax.ScaleByScheduleState(count=count)
+        return node
+
+    return jax.tree_util.tree_map(replace, opt_state, is_leaf=lambda n: isinstance(n, (optax.ScaleByAdamState, optax.ScaleByScheduleState)))
+
+
+def initial_variables(config, init_from: Optional[str], seed: int) -> tuple[dict, Optional[dict], dict]:
+    """(variables, converted optimiser moments or None, meta): from a model directory or random."""
+    if init_from:
+        return model_dir.load_variables(init_from), model_dir.load_optimizer(init_from), model_dir.load_meta(init_from)
+    networks = build_networks(config.model_params)
+    variables = jax.device_get(init_variables(networks, jax.random.PRNGKey(seed), config_frame_shape(config)))
+    return variables, None, {}
+
+
+def train_reconstruction(
+    config,
+    workdir,
+    data: Iterator,
+    *,
+    num_videos: int,
+    init_from: Optional[str] = None,
+    max_steps: Optional[int] = None,
+    vgg_fn: Optional[Callable] = None,
+    seed: int = 0,
+) -> steps.TrainState:
+    """The first stage: region predictor, background predictor and generator, one Adam."""
+    tp = config.train_params
+    workdir = Path(workdir)
+    mesh = steps.make_mesh()
+    sync_bn = bool(tp.get("use_sync_bn", False))
+    networks = build_networks(config.model_params, bn_axis_name=steps.AXIS if sync_bn else None)
+    per_epoch = steps_per_epoch(num_videos, tp.num_repeats, tp.batch_size)
+    optimizer = steps.adam(tp.lr, [m * per_epoch for m in tp.epoch_milestones])
+    variables, moments, meta = initial_variables(config, init_from, seed)
+    state = steps.init_train_state(variables, optimizer, jax.random.PRNGKey(seed + 1))
+    if moments and "reconstruction" in moments:
+        state = state.replace(opt_state=with_adam_moments(state.opt_state, moments["reconstruction"], RECONSTRUCTION_NETWORKS))
+    state = steps.replicate(mesh, state)
+    checkpoints = Checkpoints(workdir / "checkpoints" / "reconstruction", tp.get("checkpoint_every_steps", 1000), tp.get("keep_checkpoints", 3))
+    state, progress = _restore_or(checkpoints, state, mesh)
+    if progress is not None:
+        data.set_state(progress["data"])
+    elif "epoch_reconstruction" in meta:
+        progress = {"epoch": meta["epoch_reconstruction"] + 1, "step_in_epoch": 0, "data": data.get_state()}
+    train_params = tp.to_dict()
+    step_fn = steps.build_reconstruction_step(networks, optimizer, train_params, mesh, sync_bn, vgg_fn)
+    logger = TrainingLogger(workdir, enabled=jax.process_index() == 0)
+    picture_fn = make_reconstruction_picture(build_networks(config.model_params), config)
+    try:
+        state = run_stage(
+            "reconstruction",
+            step_fn,
+            state,
+            data,
+            mesh=mesh,
+            checkpoints=checkpoints,
+            logger=logger,
+            num_epochs=tp.num_epochs,
+            steps_in_epoch=per_epoch,
+            picture_fn=picture_fn,
+            max_steps=max_steps,
+            progress=progress,
+        )
+    finally:
+        logger.close()
+        checkpoints.close()
+    avd_is_random = not init_from or "avd_network" in meta.get("random_init", [])
+    export_model(workdir / "model", config, state, {"avd_network": variables["avd_network"]}, {"random_init": ["avd_network"] if avd_is_random else []})
+    return state
+
+
+def train_avd(config, workdir, data: Iterator, *, num_videos: int, max_steps: Optional[int] = None, seed: int = 0) -> steps.TrainState:
+    """The second stage: the AVD network on a frozen region predictor from workdir/model."""
+    ap = config.train_avd_params
+    workdir = Path(workdir)
+    if not model_dir.is_model_dir(workdir / "model"):
+        raise FileNotFoundError(f"{workdir / 'model'}: the AVD stage needs a trained first stage (run --mode train first)")
+    variables = model_dir.load_variables(workdir / "model")
+    mesh = steps.make_mesh()
+    networks = build_networks(config.model_params)
+    per_epoch = steps_per_epoch(num_videos, ap.num_repeats, ap.batch_size)
+    optimizer = steps.adam(ap.lr, [m * per_epoch for m in ap.epoch_milestones])
+    state = steps.replicate(mesh, steps.init_train_state(variables, optimizer, jax.random.PRNGKey(seed + 2), names=("avd_network",)))
+    region_predictor = steps.replicate(mesh, variables["region_predictor"])
+    checkpoints = Checkpoints(workdir / "checkpoints" / "avd", ap.get("checkpoint_every_steps", 1000), ap.get("keep_checkpoints", 3))
+    state, progress = _restore_or(checkpoints, state, mesh)
+    if progress is not None:
+        data.set_state(progress["data"])
+    step_fn = build_avd_step(networks, optimizer, ap.to_dict(), mesh)
+    logger = TrainingLogger(workdir, enabled=jax.process_index() == 0)
+    try:
+        state = run_stage(
+            "avd",
+            step_fn,
+            state,
+            data,
+            mesh=mesh,
+            checkpoints=checkpoints,
+            logger=logger,
+            num_epochs=ap.num_epochs,
+            steps_in_epoch=per_epoch,
+            frozen_args=(region_predictor,),
+            max_steps=max_steps,
+            progress=progress,
+        )
+    finally:
+        logger.close()
+        checkpoints.close()
+    trained = {n: variables[n] for n in NETWORKS if n != "avd_network"}
+    export_model(workdir / "model", config, state, trained, {"random_init": []}, overwrite=True)
+    return state
+
+
+def export_model(path, config, state: steps.TrainState, other_networks: dict, meta: dict, overwrite: bool = True) -> None:
+    """Write a model directory of the state's networks plus `other_networks` (process 0 only)."""
+    if jax.process_index() != 0:
+        return
+    params, batch_stats = jax.device_get((state.params, state.batch_stats))
+    variables = {n: {"params": params[n], "batch_stats": batch_stats[n]} for n in params}
+    variables.update({n: v for n, v in other_networks.items() if n not in variables})
+    model_dir.save_model_dir(path, config, variables, meta=dict(meta, step=int(state.step)), overwrite=overwrite)
+
+
+def make_reconstruction_picture(networks, config) -> Callable:
+    """(state, batch) -> the visualiser's grid of an eval-mode forward on the batch's first rows."""
+    kp_size = int(config.get("visualizer_params", {}).get("kp_size", 2))
+
+    @jax.jit
+    def forward(variables, source, driving):
+        source_params = networks.region_predictor.apply(variables["region_predictor"], source)
+        driving_params = networks.region_predictor.apply(variables["region_predictor"], driving)
+        bg = networks.bg_predictor.apply(variables["bg_predictor"], source, driving)
+        out = networks.generator.apply(variables["generator"], source, driving_params, source_params, bg)
+        return source_params, driving_params, out
+
+    def picture(state: steps.TrainState, batch: dict) -> np.ndarray:
+        params, stats = jax.device_get((state.params, state.batch_stats))
+        variables = {n: {"params": params[n], "batch_stats": stats[n]} for n in params}
+        source, driving = (np.asarray(batch[k][:4]) for k in ("source", "driving"))
+        source_params, driving_params, out = jax.device_get(forward(variables, source, driving))
+        return visualize(
+            source, driving, out["prediction"], source_params, driving_params,
+            deformed=out["deformed"], occlusion_map=out["occlusion_map"], kp_size=max(1, kp_size // 2),
+        )
+
+    return picture
