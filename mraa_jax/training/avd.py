@@ -50,7 +50,8 @@ def avd_step(
         prediction, new_state = networks.avd_network.apply(variables, identity, scaled_pose, train=True, mutable=["batch_stats"])
         return avd_loss(prediction, pose, lambda_shift, lambda_affine), new_state["batch_stats"]
 
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    # Per-device gradients (see reconstruction_step), averaged explicitly below.
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(jax.lax.pcast(state.params, AXIS, to="varying"))
     grads = jax.lax.pmean(grads, AXIS)
     batch_stats = jax.lax.pmean({"avd_network": batch_stats}, AXIS)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

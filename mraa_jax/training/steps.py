@@ -85,7 +85,10 @@ def reconstruction_step(
             networks, params, state.batch_stats, source, driving, transform, train_params["loss_weights"], train_params["scales"], vgg_fn
         )
 
-    (total, (named, batch_stats, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    # Differentiate w.r.t. a per-device (varying) copy of the replicated params: the
+    # gradients are then this device's, averaged explicitly below. (w.r.t. the replicated
+    # params themselves, shard_map would already sum them over devices.)
+    (total, (named, batch_stats, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(jax.lax.pcast(state.params, AXIS, to="varying"))
     grads = jax.lax.pmean(grads, AXIS)
     if not sync_bn:
         # Each device normalised with its own batch; keep one copy of the statistics.
