@@ -82,3 +82,34 @@ class ArrayPairs:
 
     def set_state(self, state: dict) -> None:
         self.position = int(state["position"])
+
+
+def tiny_training_config():
+    """The fixture's tiny architecture on 32x32 frames, L1 instead of the perceptual loss."""
+    from mraa_jax.config import load_config
+
+    config = load_config(FIXTURE / "config.yaml")
+    config.dataset_params.frame_shape = [32, 32, 3]
+    tp = config.train_params
+    tp.batch_size, tp.num_epochs, tp.epoch_milestones = 4, 100, [90]
+    tp.loss_weights.l1 = 1.0
+    tp.checkpoint_every_steps = 1
+    ap = config.train_avd_params
+    ap.batch_size, ap.num_epochs, ap.epoch_milestones = 4, 100, [90]
+    return config
+
+
+def tiny_videos(num_videos: int = 4, num_frames: int = 6, size: int = 32, seed: int = 0) -> np.ndarray:
+    """(N, T, size, size, 3) clips of a coloured square moving over a smooth background."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    videos = np.zeros((num_videos, num_frames, size, size, 3), np.float32)
+    for v in range(num_videos):
+        background = np.stack([xx, yy, 1 - xx], -1) * rng.uniform(0.3, 0.7)
+        colour = rng.uniform(0.6, 1.0, 3)
+        start, velocity = rng.uniform(4, size - 12, 2), rng.uniform(-2, 2, 2)
+        for t in range(num_frames):
+            x, y = (start + velocity * t).astype(int)
+            videos[v, t] = background
+            videos[v, t, y : y + 8, x : x + 8] = colour
+    return videos

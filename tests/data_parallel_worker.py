@@ -71,7 +71,7 @@ def main():
         for _ in range(args.steps):
             source = rng.random((args.batch, 32, 32, 3), np.float32)
             driving = rng.random((args.batch, 32, 32, 3), np.float32)
-            state, metrics = step(state, *steps.shard_batch(mesh, source[mine], driving[mine]))
+            state, metrics = step(state, {}, *steps.shard_batch(mesh, source[mine], driving[mine]))
         print("loss", {k: round(float(v), 6) for k, v in metrics.items()})
         return np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(jax.device_get(state.params))])
 

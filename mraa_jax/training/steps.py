@@ -12,7 +12,7 @@ any number of devices.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +20,7 @@ import optax
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from mraa_jax.losses import EquivarianceTransform
+from mraa_jax.losses import EquivarianceTransform, VGG19Features
 from mraa_jax.model import Networks
 from mraa_jax.training.reconstruction import RECONSTRUCTION_NETWORKS, reconstruction_losses
 
@@ -63,6 +63,7 @@ def _slice_for_device(transform: EquivarianceTransform, local_batch: int) -> Equ
 
 def reconstruction_step(
     state: TrainState,
+    vgg_params: dict,
     source: jax.Array,
     driving: jax.Array,
     *,
@@ -70,9 +71,12 @@ def reconstruction_step(
     optimizer: optax.GradientTransformation,
     train_params: dict,
     sync_bn: bool,
-    vgg_fn: Optional[Callable] = None,
 ) -> tuple[TrainState, dict]:
-    """One optimiser step on this device's part of the batch; call under `shard_map`."""
+    """One optimiser step on this device's part of the batch; call under `shard_map`.
+
+    vgg_params: VGG-19 parameters for the perceptual loss, or {} when its weights are 0.
+    """
+    vgg_fn = (lambda x: VGG19Features().apply({"params": vgg_params}, x)) if vgg_params else None  # noqa: E731
     local_batch = source.shape[0]
     global_batch = local_batch * jax.lax.psum(1, AXIS)
     rng, key = jax.random.split(state.rng)
@@ -131,9 +135,7 @@ def replicate(mesh: jax.sharding.Mesh, tree):
     return jax.tree_util.tree_map(lambda x: jax.make_array_from_process_local_data(sharding, jnp.asarray(x)), tree)
 
 
-def build_reconstruction_step(networks: Networks, optimizer, train_params: dict, mesh, sync_bn: bool, vgg_fn=None) -> Callable:
-    """The jitted data-parallel step: (state, source, driving) -> (state, metrics)."""
-    step = functools.partial(
-        reconstruction_step, networks=networks, optimizer=optimizer, train_params=train_params, sync_bn=sync_bn, vgg_fn=vgg_fn
-    )
-    return data_parallel(step, mesh)
+def build_reconstruction_step(networks: Networks, optimizer, train_params: dict, mesh, sync_bn: bool) -> Callable:
+    """The jitted data-parallel step: (state, vgg_params, source, driving) -> (state, metrics)."""
+    step = functools.partial(reconstruction_step, networks=networks, optimizer=optimizer, train_params=train_params, sync_bn=sync_bn)
+    return data_parallel(step, mesh, num_replicated_args=2)

@@ -30,6 +30,7 @@ from mraa_jax.training.avd import build_avd_step
 from mraa_jax.training.checkpoints import Checkpoints
 from mraa_jax.training.logger import TrainingLogger
 from mraa_jax.training.reconstruction import RECONSTRUCTION_NETWORKS
+from mraa_jax.vgg_weights import WHERE_TO_GET, load_vgg19_params
 from mraa_jax.visualize import visualize
 
 
@@ -37,9 +38,14 @@ class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is left in place."""
 
 
-def steps_per_epoch(num_videos: int, num_repeats: int, batch_size: int) -> int:
-    """An epoch is num_repeats passes over the videos, in full batches (the original drops the last)."""
-    return max(1, num_videos * num_repeats // batch_size)
+def perceptual_weights(train_params) -> dict:
+    """VGG-19 params for the perceptual loss ({} when its weights are all 0); refuses to start without them."""
+    if not any(train_params.loss_weights.get("perceptual", ())):
+        return {}
+    path = train_params.get("vgg19_weights")
+    if not path:
+        raise ValueError(f"train_params.loss_weights.perceptual is non-zero but train_params.vgg19_weights is not set; it should name {WHERE_TO_GET}")
+    return load_vgg19_params(path)
 
 
 def check_finite(metrics: dict[str, float], step: int, checkpoints: Checkpoints) -> None:
@@ -94,17 +100,22 @@ def run_stage(
             checkpoints.save(step, state, progress)
             if max_steps is not None and step >= max_steps:
                 bar.close()
-                checkpoints.save(step, state, progress, force=True)
-                checkpoints.wait()
+                _save_final(checkpoints, state, progress)
                 return state
         bar.close()
         picture = picture_fn(state, batch) if (picture_fn is not None and is_main) else None
         logger.end_epoch(epoch, int(state.step), picture, stage="avd-" if name == "avd" else "")
-    final_step = int(state.step)
-    if checkpoints.latest_step() != final_step:
-        checkpoints.save(final_step, state, progress, force=True)
-    checkpoints.wait()
+    _save_final(checkpoints, state, progress)
     return state
+
+
+def _save_final(checkpoints: Checkpoints, state, progress: dict) -> None:
+    """Save the state unless its step is already saved, and wait until it is on disk."""
+    checkpoints.wait()
+    step = int(state.step)
+    if checkpoints.latest_step() != step:
+        checkpoints.save(step, state, progress, force=True)
+    checkpoints.wait()
 
 
 def _restore_or(checkpoints: Checkpoints, state, mesh):
@@ -145,19 +156,23 @@ def train_reconstruction(
     workdir,
     data: Iterator,
     *,
-    num_videos: int,
+    steps_in_epoch: int,
     init_from: Optional[str] = None,
     max_steps: Optional[int] = None,
-    vgg_fn: Optional[Callable] = None,
     seed: int = 0,
 ) -> steps.TrainState:
-    """The first stage: region predictor, background predictor and generator, one Adam."""
+    """The first stage: region predictor, background predictor and generator, one Adam.
+
+    steps_in_epoch: optimiser steps per epoch (the data pipeline's `steps_per_epoch`).
+    init_from: a model directory (converted original or our own) to fine-tune.
+    """
     tp = config.train_params
     workdir = Path(workdir)
+    vgg_params = perceptual_weights(tp)
     mesh = steps.make_mesh()
     sync_bn = bool(tp.get("use_sync_bn", False))
     networks = build_networks(config.model_params, bn_axis_name=steps.AXIS if sync_bn else None)
-    per_epoch = steps_per_epoch(num_videos, tp.num_repeats, tp.batch_size)
+    per_epoch = steps_in_epoch
     optimizer = steps.adam(tp.lr, [m * per_epoch for m in tp.epoch_milestones])
     variables, moments, meta = initial_variables(config, init_from, seed)
     state = steps.init_train_state(variables, optimizer, jax.random.PRNGKey(seed + 1))
@@ -171,7 +186,7 @@ def train_reconstruction(
     elif "epoch_reconstruction" in meta:
         progress = {"epoch": meta["epoch_reconstruction"] + 1, "step_in_epoch": 0, "data": data.get_state()}
     train_params = tp.to_dict()
-    step_fn = steps.build_reconstruction_step(networks, optimizer, train_params, mesh, sync_bn, vgg_fn)
+    step_fn = steps.build_reconstruction_step(networks, optimizer, train_params, mesh, sync_bn)
     logger = TrainingLogger(workdir, enabled=jax.process_index() == 0)
     picture_fn = make_reconstruction_picture(build_networks(config.model_params), config)
     try:
@@ -185,6 +200,7 @@ def train_reconstruction(
             logger=logger,
             num_epochs=tp.num_epochs,
             steps_in_epoch=per_epoch,
+            frozen_args=(steps.replicate(mesh, vgg_params),),
             picture_fn=picture_fn,
             max_steps=max_steps,
             progress=progress,
@@ -197,7 +213,7 @@ def train_reconstruction(
     return state
 
 
-def train_avd(config, workdir, data: Iterator, *, num_videos: int, max_steps: Optional[int] = None, seed: int = 0) -> steps.TrainState:
+def train_avd(config, workdir, data: Iterator, *, steps_in_epoch: int, max_steps: Optional[int] = None, seed: int = 0) -> steps.TrainState:
     """The second stage: the AVD network on a frozen region predictor from workdir/model."""
     ap = config.train_avd_params
     workdir = Path(workdir)
@@ -206,7 +222,7 @@ def train_avd(config, workdir, data: Iterator, *, num_videos: int, max_steps: Op
     variables = model_dir.load_variables(workdir / "model")
     mesh = steps.make_mesh()
     networks = build_networks(config.model_params)
-    per_epoch = steps_per_epoch(num_videos, ap.num_repeats, ap.batch_size)
+    per_epoch = steps_in_epoch
     optimizer = steps.adam(ap.lr, [m * per_epoch for m in ap.epoch_milestones])
     state = steps.replicate(mesh, steps.init_train_state(variables, optimizer, jax.random.PRNGKey(seed + 2), names=("avd_network",)))
     region_predictor = steps.replicate(mesh, variables["region_predictor"])

@@ -1,0 +1,110 @@
+"""Training loops: resume equals an uninterrupted run, losses go down, a NaN stops training
+with the last checkpoint intact, and the perceptual loss refuses to start without VGG weights."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import ArrayPairs, tiny_training_config, tiny_videos
+from mraa_jax import model_dir
+from mraa_jax.model import MRAA, build_networks
+from mraa_jax.training import steps
+from mraa_jax.training.avd import build_avd_step
+from mraa_jax.training.checkpoints import Checkpoints
+from mraa_jax.training.trainer import TrainingDiverged, train_reconstruction
+
+WORKER = Path(__file__).with_name("training_worker.py")
+
+
+def run_worker(workdir: Path, max_steps: int) -> None:
+    result = subprocess.run(
+        [sys.executable, str(WORKER), "--workdir", str(workdir), "--max_steps", str(max_steps)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+
+
+def model_params(workdir: Path) -> list[np.ndarray]:
+    return jax.tree_util.tree_leaves(model_dir.load_variables(workdir / "model"))
+
+
+def test_resume_equals_uninterrupted(tmp_path, fixture_dir):
+    """6 steps straight == 3 steps, then a fresh process resuming from the checkpoint for 3 more."""
+    run_worker(tmp_path / "straight", 6)
+    run_worker(tmp_path / "resumed", 3)
+    assert Checkpoints(tmp_path / "resumed" / "checkpoints" / "reconstruction").latest_step() == 3
+    run_worker(tmp_path / "resumed", 6)
+    for a, b in zip(model_params(tmp_path / "straight"), model_params(tmp_path / "resumed")):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_nan_stops_training_and_keeps_the_last_checkpoint(tmp_path, fixture_dir):
+    config = tiny_training_config()
+    videos = tiny_videos()
+
+    class PoisonedAfterTwo(ArrayPairs):
+        def __next__(self):
+            batch = super().__next__()
+            if self.position > 2:
+                batch["driving"] = batch["driving"] * np.nan
+            return batch
+
+    with pytest.raises(TrainingDiverged, match="non-finite loss at step 3.*last good checkpoint is step 2"):
+        train_reconstruction(config, tmp_path, PoisonedAfterTwo(videos, 4), steps_in_epoch=4)
+    checkpoints = Checkpoints(tmp_path / "checkpoints" / "reconstruction")
+    assert checkpoints.latest_step() == 2
+    template = steps.init_train_state(MRAA.random(config).variables, steps.adam(1e-4), jax.random.PRNGKey(0))
+    state, progress = checkpoints.restore(template)
+    assert int(state.step) == 2 and progress["data"] == {"position": 2}
+    assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(state.params))
+
+
+def test_perceptual_loss_needs_vgg_weights(tmp_path, fixture_dir):
+    config = tiny_training_config()
+    config.train_params.loss_weights.perceptual = [1, 1, 1, 1, 1]
+    with pytest.raises(ValueError, match="vgg19_weights is not set.*vgg19-dcbabf67.pth"):
+        train_reconstruction(config, tmp_path, ArrayPairs(tiny_videos(), 4), steps_in_epoch=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(fixture_dir):
+    config = tiny_training_config()
+    return config, MRAA.random(config)
+
+
+def test_short_training_lowers_reconstruction_l1(tiny_model):
+    """40 steps on one fixed batch: the L1 falls below 0.8 of its first value."""
+    config, model = tiny_model
+    optimizer = steps.adam(1e-3)
+    mesh = steps.make_mesh()
+    state = steps.replicate(mesh, steps.init_train_state(jax.device_get(model.variables), optimizer, jax.random.PRNGKey(0)))
+    step = steps.build_reconstruction_step(build_networks(config.model_params), optimizer, config.train_params.to_dict(), mesh, False)
+    batch = next(ArrayPairs(tiny_videos(), 4))
+    l1 = []
+    for _ in range(40):
+        state, metrics = step(state, {}, *steps.shard_batch(mesh, batch["source"], batch["driving"]))
+        l1.append(float(metrics["l1"]))
+    assert np.mean(l1[-5:]) < 0.8 * l1[0], l1
+
+
+def test_avd_stage_lowers_its_loss(tiny_model):
+    """30 AVD steps on one batch: the loss falls below 0.7 of its first value."""
+    config, model = tiny_model
+    ap = config.train_avd_params.to_dict()
+    optimizer = steps.adam(1e-3)
+    mesh = steps.make_mesh()
+    variables = jax.device_get(model.variables)
+    state = steps.replicate(mesh, steps.init_train_state(variables, optimizer, jax.random.PRNGKey(0), names=("avd_network",)))
+    step = build_avd_step(build_networks(config.model_params), optimizer, ap, mesh)
+    region_predictor = steps.replicate(mesh, variables["region_predictor"])
+    batch = next(ArrayPairs(tiny_videos(), 4))
+    losses = []
+    for _ in range(30):
+        state, metrics = step(state, region_predictor, *steps.shard_batch(mesh, batch["source"], batch["driving"]))
+        losses.append(float(metrics["avd"]))
+    assert np.mean(losses[-5:]) < 0.7 * losses[0], losses
