@@ -18,8 +18,15 @@ setup(
         "ml-collections",
         "numpy",
         "imageio",
+        "imageio-ffmpeg",  # mp4/mov reading and writing
+        "pillow",
         "pyyaml",
         "scipy",
+        "tqdm",
+        "tensorboardX",  # TensorBoard events without TensorFlow
+        "tensorflow-datasets",  # array_record datasets; TensorFlow itself is not needed
+        "grain",  # input pipelines
+        "absl-py",
     ],
     extras_require={
         # torch is only needed to read the original's .pth checkpoints.

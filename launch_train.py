@@ -1,0 +1,76 @@
+"""Train MRAA: the reconstruction stage, then the AVD stage.
+
+    python launch_train.py --config configs/vox256.py --workdir runs/vox256
+    python launch_train.py --config configs/vox256.py --workdir runs/vox256 --mode train_avd
+    python launch_train.py --config configs/vox256.py --workdir runs/ft --init_from converted/vox256   # fine-tune
+
+Config fields are overridable: --config.train_params.batch_size=8. A workdir that
+holds checkpoints resumes from the latest one. The dataset (config
+dataset_params.root_dir: a video root in the original's layout, or `synthetic`
+for the built-in figures) is built once into --data_dir. Several hosts: set
+--distributed (or JAX's coordinator environment variables); each process then
+reads its own share of every batch.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from mraa_jax import data
+from mraa_jax.config import fill_defaults, validate_config
+from mraa_jax.training.trainer import train_avd, train_reconstruction
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<name>.py", lock_config=False)
+_WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, logs and the trained model")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "train_avd"], "train: reconstruction stage; train_avd: AVD stage")
+_DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "where datasets are built (once) and read")
+_INIT_FROM = flags.DEFINE_string("init_from", None, "model directory to fine-tune (a converted original or our own)")
+_MAX_STEPS = flags.DEFINE_integer("max_steps", None, "stop after this many optimiser steps (default: the config's epochs)")
+_SEED = flags.DEFINE_integer("seed", 0, "seed of initialisation, data order and transforms")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (several hosts)")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def prepare_dataset(config, data_dir: str) -> data.BuildSummary:
+    """Build (or reuse) the dataset that config.dataset_params names."""
+    dp = config.dataset_params
+    data_dir = str(Path(data_dir).expanduser())
+    if dp.root_dir == "synthetic":
+        return data.build_synthetic_dataset(data_dir, **dict(dp.get("synthetic", {})))
+    return data.build_video_dataset(dp.root_dir, data_dir, frame_shape=dp.frame_shape)
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    if _DISTRIBUTED.value or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        jax.distributed.initialize()
+    config = fill_defaults(_CONFIG.value)
+    validate_config(config)
+    summary = prepare_dataset(config, _DATA_DIR.value)
+    source = data.open_split(summary.dataset_dir, "train")
+    dp = config.dataset_params
+    params = config.train_params if _MODE.value == "train" else config.train_avd_params
+    pipeline = data.training_pairs(
+        source,
+        params.batch_size,
+        seed=_SEED.value,
+        num_repeats=params.num_repeats,
+        id_sampling=bool(dp.get("id_sampling", False)),
+        augmentation=dp.get("augmentation_params", True),
+    )
+    common = dict(steps_in_epoch=pipeline.steps_per_epoch, max_steps=_MAX_STEPS.value, seed=_SEED.value)
+    if _MODE.value == "train":
+        train_reconstruction(config, _WORKDIR.value, pipeline, init_from=_INIT_FROM.value, **common)
+    else:
+        train_avd(config, _WORKDIR.value, pipeline, **common)
+    if jax.process_index() == 0:
+        print(f"trained model: {Path(_WORKDIR.value) / 'model'} (load it with mraa_jax.load)")
+
+
+if __name__ == "__main__":
+    app.run(main)
