@@ -24,11 +24,8 @@ class RegionParams:
     affine: Optional[jax.Array] = None
     heatmap: Optional[jax.Array] = None
 
-    def __getitem__(self, index) -> "RegionParams":
-        """Index the batch axis of every field (heatmap included)."""
-        return jax.tree_util.tree_map(lambda x: x[index], self)
-
     def without_heatmap(self) -> "RegionParams":
+        """The same params without the heatmap (what the generator and AVD take)."""
         return self.replace(heatmap=None)
 
 
