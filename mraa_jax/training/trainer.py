@@ -24,6 +24,7 @@ import optax
 from tqdm.auto import tqdm
 
 from mraa_jax import model_dir
+from mraa_jax.losses import EquivarianceTransform
 from mraa_jax.model import NETWORKS, build_networks, config_frame_shape, init_variables
 from mraa_jax.training import steps
 from mraa_jax.training.avd import build_avd_step
@@ -268,6 +269,7 @@ def export_model(path, config, state: steps.TrainState, other_networks: dict, me
 def make_reconstruction_picture(networks, config) -> Callable:
     """(state, batch) -> the visualiser's grid of an eval-mode forward on the batch's first rows."""
     kp_size = int(config.get("visualizer_params", {}).get("kp_size", 2))
+    tp = config.train_params.transform_params
 
     @jax.jit
     def forward(variables, source, driving):
@@ -275,16 +277,17 @@ def make_reconstruction_picture(networks, config) -> Callable:
         driving_params = networks.region_predictor.apply(variables["region_predictor"], driving)
         bg = networks.bg_predictor.apply(variables["bg_predictor"], source, driving)
         out = networks.generator.apply(variables["generator"], source, driving_params, source_params, bg)
-        return source_params, driving_params, out
+        transform = EquivarianceTransform.random(jax.random.PRNGKey(0), driving.shape[0], tp.sigma_affine, tp.get("sigma_tps"), tp.get("points_tps"))
+        return source_params, driving_params, out, transform.transform_frame(driving)
 
     def picture(state: steps.TrainState, batch: dict) -> np.ndarray:
         params, stats = jax.device_get((state.params, state.batch_stats))
         variables = {n: {"params": params[n], "batch_stats": stats[n]} for n in params}
         source, driving = (np.asarray(batch[k][:4]) for k in ("source", "driving"))
-        source_params, driving_params, out = jax.device_get(forward(variables, source, driving))
+        source_params, driving_params, out, transformed = jax.device_get(forward(variables, source, driving))
         return visualize(
-            source, driving, out["prediction"], source_params, driving_params,
-            deformed=out["deformed"], occlusion_map=out["occlusion_map"], kp_size=max(1, kp_size // 2),
+            source, driving, out["prediction"], source_params, driving_params, deformed=out["deformed"],
+            occlusion_map=out["occlusion_map"], transformed_frame=transformed, kp_size=max(1, kp_size // 2),
         )
 
     return picture

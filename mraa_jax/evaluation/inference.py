@@ -1,0 +1,267 @@
+"""Fast animation and reconstruction of whole videos: the source encoded once, driving frames in jitted chunks.
+
+    from mraa_jax import evaluation
+    video = evaluation.animate(model, source, driving, mode="relative", chunk_size=16, find_best_frame=True)
+    outs = evaluation.run_frames(model, source, driving, mode="reconstruction", visual=True)
+
+Every frame is computed independently of the others (given the source and the
+`initial` frame), so chunking changes nothing but speed: a chunk of B frames is one
+call of a compiled program, the last chunk is padded by repeating its last frame,
+and the results stay on the device until the loop ends (one transfer at the end).
+"""
+from __future__ import annotations
+
+import functools
+import weakref
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mraa_jax import animation
+from mraa_jax.modules.generator import Generator, warp
+from mraa_jax.region_params import RegionParams
+
+# "reconstruction": the driving frame's own regions, with the background matrix from (source, driving).
+RUN_MODES = animation.MODES + ("reconstruction",)
+
+_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _functions(model) -> dict:
+    """Jitted functions of `model`'s networks, built once per model object."""
+    fns = _FUNCTIONS.get(model)
+    if fns is None:
+        nets = model.networks
+        fns = {
+            "chunk": jax.jit(functools.partial(_chunk_outputs, nets), static_argnames=("mode", "visual")),
+            "regions": jax.jit(lambda v, x: nets.region_predictor.apply(v, x)),
+            "encode": jax.jit(lambda v, s: nets.generator.apply(v, s, method=Generator.encode)),
+        }
+        _FUNCTIONS[model] = fns
+    return fns
+
+
+def _chunk_outputs(nets, variables, source, levels, source_params, initial, chunk, scale, *, mode: str, visual: bool) -> dict:
+    """Outputs for a chunk (B, H, W, C) of driving frames, given the encoded (1, ...) source."""
+    driving_full = nets.region_predictor.apply(variables["region_predictor"], chunk)
+    driving = driving_full.without_heatmap()
+    batch = chunk.shape[0]
+    expand = lambda x: jnp.broadcast_to(x, (batch,) + x.shape[1:])  # noqa: E731
+    sources = expand(source)
+    source_params = jax.tree_util.tree_map(expand, source_params)
+    bg = None
+    if mode == "reconstruction":
+        params = driving
+        bg = nets.bg_predictor.apply(variables["bg_predictor"], sources, chunk)
+    else:
+        avd_fn = lambda s, d: nets.avd_network.apply(variables["avd_network"], s, d)  # noqa: E731
+        params = animation.animation_params(mode, source_params, driving, initial, scale, avd_fn)
+    gen = variables["generator"]
+    motion = nets.generator.apply(gen, sources, params, source_params, bg, method=Generator.motion)
+    out = {"prediction": nets.generator.apply(gen, sources, [expand(x) for x in levels], motion, method=Generator.decode)}
+    if visual:
+        out["deformed"] = warp(sources, motion["optical_flow"])
+        if motion.get("occlusion_map") is not None:
+            out["occlusion_map"] = motion["occlusion_map"]
+        out["driving_shift"] = driving.shift
+        if driving_full.heatmap is not None:
+            out["driving_heatmap"] = driving_full.heatmap
+    return out
+
+
+def _check_inputs(model, source_image, driving_frames):
+    source_image = jnp.asarray(source_image, jnp.float32)
+    driving_frames = jnp.asarray(driving_frames, jnp.float32)
+    if source_image.ndim != 3 or driving_frames.ndim != 4:
+        raise ValueError(f"expected a source image (H, W, C) and driving frames (T, H, W, C), got {source_image.shape} and {driving_frames.shape}")
+    if driving_frames.shape[0] == 0:
+        raise ValueError("need at least one driving frame, got 0 frames")
+    if driving_frames.shape[1:] != source_image.shape:
+        raise ValueError(f"driving frames {driving_frames.shape[1:]} must have the source image's shape {source_image.shape}")
+    channels = model.config.model_params.num_channels
+    if source_image.shape[-1] != channels:
+        raise ValueError(f"images have {source_image.shape[-1]} channels, the model expects {channels}")
+    return source_image, driving_frames
+
+
+def _chunks(frames: jax.Array, chunk_size: int):
+    """(start, padded chunk, valid count) over `frames`, each chunk exactly `chunk_size` long."""
+    num = frames.shape[0]
+    for start in range(0, num, chunk_size):
+        chunk = frames[start : start + chunk_size]
+        valid = chunk.shape[0]
+        if valid < chunk_size:
+            chunk = jnp.concatenate([chunk, jnp.repeat(chunk[-1:], chunk_size - valid, axis=0)])
+        yield start, chunk, valid
+
+
+def driving_regions(model, frames, chunk_size: int = 16) -> RegionParams:
+    """Region params (heatmaps dropped) of (T, H, W, C) frames, in jitted chunks; stays on the device."""
+    frames = jnp.asarray(frames, jnp.float32)
+    chunk_size = max(1, min(int(chunk_size), frames.shape[0]))
+    fn = _functions(model)["regions"]
+    parts = [
+        jax.tree_util.tree_map(lambda x, n=valid: x[:n], fn(model.variables["region_predictor"], chunk).without_heatmap())
+        for _, chunk, valid in _chunks(frames, chunk_size)
+    ]
+    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *parts)
+
+
+def region_layout(params: RegionParams) -> jax.Array:
+    """(B, D) descriptors of the region layout, invariant to translation and scale of the figure.
+
+    Centres minus their mean, divided by their spread (root mean square distance to the
+    mean), and the region shapes (affines, if any) divided by the same spread.
+    """
+    shift = jnp.asarray(params.shift, jnp.float32)
+    centred = shift - shift.mean(axis=1, keepdims=True)
+    spread = jnp.sqrt(jnp.mean(jnp.sum(centred**2, axis=-1), axis=1))  # (B,)
+    spread = jnp.maximum(spread, 1e-6)[:, None]
+    parts = [(centred / spread[..., None]).reshape(shift.shape[0], -1)]
+    if params.affine is not None:
+        parts.append(jnp.asarray(params.affine, jnp.float32).reshape(shift.shape[0], -1) / spread)
+    return jnp.concatenate(parts, axis=-1)
+
+
+def find_best_frame(model, source_image, driving_frames, chunk_size: int = 16) -> int:
+    """Index of the driving frame whose region layout (`region_layout`) is closest to the source's."""
+    source_image, driving_frames = _check_inputs(model, source_image, driving_frames)
+    source = model.regions(source_image[None]).without_heatmap()
+    driving = driving_regions(model, driving_frames, chunk_size)
+    distance = jnp.sum((region_layout(driving) - region_layout(source)) ** 2, axis=-1)
+    return int(jnp.argmin(distance))
+
+
+_find_best_frame = find_best_frame  # animate_outputs' argument of the same name shadows it
+
+
+def run_frames(
+    model,
+    source_image,
+    driving_frames,
+    mode: str = "relative",
+    chunk_size: int = 16,
+    visual: bool = False,
+    initial_frame=None,
+    progress: bool = False,
+    to_host: bool = True,
+) -> dict:
+    """Outputs of every driving frame: {"prediction": (T, H, W, C)}, and with `visual` also
+    "deformed", "occlusion_map" (if the model predicts one), "driving_shift" (T, K, 2),
+    "driving_heatmap" (T, h, w, K), "source_params" (RegionParams of the source, heatmap included).
+
+    mode: standard, relative, avd, or reconstruction (driving regions plus the background
+    matrix from (source, driving), as in training). initial_frame: the (H, W, C) frame the
+    relative mode measures motion from (default: the first driving frame). The loop only
+    dispatches work; the outputs are gathered once at the end (NumPy arrays if `to_host`).
+    """
+    if mode not in RUN_MODES:
+        raise ValueError(f"mode must be one of {', '.join(RUN_MODES)}, got {mode!r}")
+    source_image, driving_frames = _check_inputs(model, source_image, driving_frames)
+    fns = _functions(model)
+    source = source_image[None]
+    source_full = model.regions(source)
+    source_params = source_full.without_heatmap()
+    initial_image = driving_frames[:1] if initial_frame is None else jnp.asarray(initial_frame, jnp.float32)[None]
+    initial = model.regions(initial_image).without_heatmap()
+    scale = animation.movement_scale(source_params.shift[0], initial.shift[0]) if mode == "relative" else 1.0
+    levels = fns["encode"](model.variables["generator"], source)
+    num_frames = driving_frames.shape[0]
+    chunk_size = max(1, min(int(chunk_size), num_frames))
+    parts, previous = [], None
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=num_frames, unit="frame", desc=f"animating ({mode})", leave=False)
+    for _, chunk, valid in _chunks(driving_frames, chunk_size):
+        out = fns["chunk"](model.variables, source, levels, source_params, initial, chunk, jnp.float32(scale), mode=mode, visual=visual)
+        parts.append({k: v[:valid] for k, v in out.items()})
+        if bar is not None:
+            # Wait for the previous chunk (no transfer): the bar then follows the computation, one chunk behind the dispatch.
+            if previous is not None:
+                jax.block_until_ready(previous[0])
+                bar.update(previous[1])
+            previous = (out["prediction"], valid)
+    if bar is not None:
+        jax.block_until_ready(previous[0])
+        bar.update(previous[1])
+        bar.close()
+    result = {k: jnp.concatenate([p[k] for p in parts]) for k in parts[0]}
+    if visual:
+        result["source_params"] = source_full
+    return jax.device_get(result) if to_host else result
+
+
+def _concat(a: dict, b: dict) -> dict:
+    out = {}
+    for k in a:
+        out[k] = a[k] if k == "source_params" else np.concatenate([a[k], b[k]])
+    return out
+
+
+def animate_outputs(
+    model,
+    source_image,
+    driving_frames,
+    mode: str = "relative",
+    chunk_size: int = 16,
+    find_best_frame: bool = False,
+    visual: bool = False,
+    progress: bool = False,
+) -> dict:
+    """`run_frames` for animation, with the original demo's --find_best_frame.
+
+    With find_best_frame, the driving frame closest to the source in region layout is the
+    `initial` frame (relative mode); frames are animated forward from it to the end and
+    backward from it to the start, then put back in the original order. Adds "best_frame".
+    """
+    animation.check_mode(mode)
+    if not find_best_frame:
+        return run_frames(model, source_image, driving_frames, mode, chunk_size, visual, progress=progress)
+    source_image, driving_frames = _check_inputs(model, source_image, driving_frames)
+    best = _find_best_frame(model, source_image, driving_frames, chunk_size)
+    initial = driving_frames[best]
+    forward = run_frames(model, source_image, driving_frames[best:], mode, chunk_size, visual, initial, progress)
+    if best == 0:
+        out = forward
+    else:
+        backward = run_frames(model, source_image, driving_frames[:best][::-1], mode, chunk_size, visual, initial, progress)
+        backward = {k: (v if k == "source_params" else v[::-1]) for k, v in backward.items()}
+        out = _concat(backward, forward)
+    out["best_frame"] = best
+    return out
+
+
+def animate(
+    model,
+    source_image,
+    driving_frames,
+    mode: str = "relative",
+    chunk_size: int = 16,
+    find_best_frame: bool = False,
+    progress: bool = False,
+) -> np.ndarray:
+    """Animate one (H, W, C) image in [0, 1] with (T, H, W, C) driving frames: (T, H, W, C) float32 NumPy."""
+    return animate_outputs(model, source_image, driving_frames, mode, chunk_size, find_best_frame, False, progress)["prediction"]
+
+
+def animate_frame_by_frame(model, source_image, driving_frames, mode: str = "relative", initial_frame: Optional[np.ndarray] = None) -> np.ndarray:
+    """Reference: one frame at a time through the public single-step API (`regions`, `avd`, `generate`)."""
+    source_image, driving_frames = _check_inputs(model, source_image, driving_frames)
+    source = source_image[None]
+    sp = model.regions(source).without_heatmap()
+    initial = model.regions((driving_frames[:1] if initial_frame is None else jnp.asarray(initial_frame)[None])).without_heatmap()
+    scale = animation.movement_scale(sp.shift[0], initial.shift[0]) if mode == "relative" else 1.0
+    frames = []
+    for t in range(driving_frames.shape[0]):
+        dp = model.regions(driving_frames[t : t + 1]).without_heatmap()
+        if mode == "reconstruction":
+            out = model.generate(source, sp, dp, model.background(source, driving_frames[t : t + 1]))
+        else:
+            params = animation.animation_params(mode, sp, dp, initial, scale, model.avd)
+            out = model.generate(source, sp, params)
+        frames.append(np.asarray(out["prediction"][0]))
+    return np.stack(frames)

@@ -1,0 +1,167 @@
+"""Reading the demo's inputs and writing videos, PNG strips and visualisations."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from mraa_jax.data.readers import VideoReadError, read_video, resize_frames
+
+
+class InputError(ValueError):
+    """An input the user gave cannot be used; the message names the file and the cause."""
+
+
+VIDEO_SUFFIXES = (".mp4", ".gif", ".mov", ".avi", ".mkv", ".webm")
+
+
+def crop_resize(frames: np.ndarray, hw) -> np.ndarray:
+    """uint8 (T, H, W, 3) frames resized to hw = (H', W'), the aspect kept by cropping the centre first."""
+    frames = np.asarray(frames)
+    th, tw = int(hw[0]), int(hw[1])
+    h, w = frames.shape[1:3]
+    if w * th > h * tw:  # too wide: crop the sides
+        new_w = max(1, round(h * tw / th))
+        x0 = (w - new_w) // 2
+        frames = frames[:, :, x0 : x0 + new_w]
+    elif w * th < h * tw:  # too tall: crop top and bottom
+        new_h = max(1, round(w * th / tw))
+        y0 = (h - new_h) // 2
+        frames = frames[:, y0 : y0 + new_h]
+    return resize_frames(np.ascontiguousarray(frames), (th, tw))
+
+
+def read_source_image(path) -> np.ndarray:
+    """An RGB image as uint8 (H, W, 3); grey images, alpha channels and non-images are refused."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"source image {path}: no such file")
+    try:
+        image = iio.imread(path)
+    except Exception as e:  # imageio raises many kinds
+        raise InputError(f"source image {path}: not a readable image ({type(e).__name__})") from None
+    image = np.asarray(image)
+    if image.ndim == 4 and image.shape[0] == 1:
+        image = image[0]
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 1):
+        raise InputError(f"source image {path}: grey image (one channel); give an RGB image")
+    if image.ndim != 3:
+        raise InputError(f"source image {path}: expected one image (H, W, 3), got an array of shape {image.shape}")
+    if image.shape[-1] == 4 or image.shape[-1] == 2:
+        raise InputError(f"source image {path}: has an alpha channel; give an RGB image without transparency")
+    if image.shape[-1] != 3:
+        raise InputError(f"source image {path}: {image.shape[-1]} channels; give an RGB image")
+    if image.dtype == np.uint16:
+        image = (image / 257.0).round().astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise InputError(f"source image {path}: unsupported pixel type {image.dtype}")
+    return image
+
+
+def video_fps(path) -> Optional[float]:
+    """Frames per second of a video file from its metadata, or None (frame folders, arrays, unknown)."""
+    path = Path(path)
+    if not path.is_file() or path.suffix.lower() not in VIDEO_SUFFIXES:
+        return None
+    try:
+        import imageio.v3 as iio
+
+        meta = iio.immeta(path)
+    except Exception:
+        return None
+    fps = meta.get("fps")
+    if fps is None and meta.get("duration"):  # gif: duration of a frame in ms
+        fps = 1000.0 / float(meta["duration"])
+    try:
+        fps = float(fps)
+    except (TypeError, ValueError):
+        return None
+    return fps if np.isfinite(fps) and fps > 0 else None
+
+
+def read_driving_video(path) -> np.ndarray:
+    """uint8 (T, H, W, 3) frames of a video file, frame folder, stacked image or .npy (any size)."""
+    path = Path(path)
+    try:
+        return read_video(path)
+    except VideoReadError as e:
+        raise InputError(f"driving video {e}") from None
+
+
+def to_uint8(frames) -> np.ndarray:
+    return (np.clip(np.asarray(frames, np.float32), 0, 1) * 255).round().astype(np.uint8)
+
+
+def write_video(path, frames, fps: float) -> Path:
+    """uint8 or [0, 1] float (T, H, W, 3) frames as an H.264 mp4 (a .gif too, by the suffix)."""
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8:
+        frames = to_uint8(frames)
+    if path.suffix.lower() == ".gif":
+        imageio.mimsave(path, list(frames), duration=1000.0 / fps)
+        return path
+    # Odd sizes: libx264's yuv420p needs even sides; pad by one pixel (edge) rather than rescale.
+    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
+    if pad_h or pad_w:
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    writer = imageio.get_writer(path, fps=fps, codec="libx264", quality=8, macro_block_size=1, ffmpeg_log_level="error")
+    try:
+        for frame in frames:
+            writer.append_data(frame)
+    finally:
+        writer.close()
+    return path
+
+
+def write_png_strip(path, frames) -> Path:
+    """(T, H, W, 3) frames side by side as one lossless PNG (T*W wide), as the original saves predictions."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8:
+        frames = to_uint8(frames)
+    iio.imwrite(path, np.concatenate(list(frames), axis=1))
+    return path
+
+
+def visualization_frames(source, driving, outputs: dict, kp_size: int = 2) -> np.ndarray:
+    """(T, H', W', 3) uint8 grids of spec section 11, one per frame (mraa_jax.visualize).
+
+    Columns: source with centres, driving with centres, deformed source, prediction,
+    occlusion map, driving and source heatmaps. `outputs` is what run_frames(..., visual=True) gives.
+    """
+    from mraa_jax.region_params import RegionParams
+    from mraa_jax.visualize import visualize
+
+    source = np.asarray(source, np.float32)
+    driving = np.asarray(driving, np.float32)
+    sp = outputs["source_params"]
+    source_params = RegionParams(shift=np.asarray(sp.shift), heatmap=None if sp.heatmap is None else np.asarray(sp.heatmap))
+    frames = []
+    for t in range(driving.shape[0]):
+        dp = RegionParams(
+            shift=outputs["driving_shift"][t : t + 1],
+            heatmap=outputs["driving_heatmap"][t : t + 1] if "driving_heatmap" in outputs else None,
+        )
+        frames.append(
+            visualize(
+                source[None],
+                driving[t : t + 1],
+                outputs["prediction"][t : t + 1],
+                source_params=source_params,
+                driving_params=dp,
+                deformed=outputs["deformed"][t : t + 1],
+                occlusion_map=outputs["occlusion_map"][t : t + 1] if "occlusion_map" in outputs else None,
+                kp_size=kp_size,
+            )
+        )
+    return np.stack(frames)
