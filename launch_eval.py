@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from absl import app, flags, logging
@@ -139,6 +140,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
+    warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)  # ffmpeg subprocesses under JAX
     from mraa_jax.data import VideoReadError
     from mraa_jax.evaluation import InputError
 

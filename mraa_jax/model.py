@@ -193,7 +193,9 @@ class MRAA:
         source_params = self.regions(source).without_heatmap()
         initial = self.regions(driving_frames[:1]).without_heatmap()
         scale = animation.movement_scale(source_params.shift[0], initial.shift[0]) if mode == "relative" else 1.0
-        levels = self._encode(self.variables["generator"], source)
+        variables = jax.device_put(self.variables)  # once: jit would copy host (NumPy) weights in every chunk call
+        levels = self._encode(variables["generator"], source)
+        scale = jnp.float32(scale)
         num_frames = driving_frames.shape[0]
         chunk_size = max(1, min(chunk_size, num_frames))
         outputs = []
@@ -202,7 +204,7 @@ class MRAA:
             valid = chunk.shape[0]
             if valid < chunk_size:
                 chunk = jnp.concatenate([chunk, jnp.repeat(chunk[-1:], chunk_size - valid, axis=0)])
-            out = self._animate_chunk(self.variables, source, levels, source_params, initial, chunk, jnp.float32(scale), mode=mode)
+            out = self._animate_chunk(variables, source, levels, source_params, initial, chunk, scale, mode=mode)
             outputs.append(out[:valid])
         return jnp.concatenate(outputs)
 

@@ -102,8 +102,9 @@ def driving_regions(model, frames, chunk_size: int = 16) -> RegionParams:
     frames = jnp.asarray(frames, jnp.float32)
     chunk_size = max(1, min(int(chunk_size), frames.shape[0]))
     fn = _functions(model)["regions"]
+    variables = jax.device_put(model.variables["region_predictor"])
     parts = [
-        jax.tree_util.tree_map(lambda x, n=valid: x[:n], fn(model.variables["region_predictor"], chunk).without_heatmap())
+        jax.tree_util.tree_map(lambda x, n=valid: x[:n], fn(variables, chunk).without_heatmap())
         for _, chunk, valid in _chunks(frames, chunk_size)
     ]
     return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *parts)
@@ -161,13 +162,16 @@ def run_frames(
         raise ValueError(f"mode must be one of {', '.join(RUN_MODES)}, got {mode!r}")
     source_image, driving_frames = _check_inputs(model, source_image, driving_frames)
     fns = _functions(model)
+    # Weights on the device once (a loaded model holds NumPy arrays, which jit would copy in every call).
+    variables = jax.device_put(model.variables)
     source = source_image[None]
     source_full = model.regions(source)
     source_params = source_full.without_heatmap()
     initial_image = driving_frames[:1] if initial_frame is None else jnp.asarray(initial_frame, jnp.float32)[None]
     initial = model.regions(initial_image).without_heatmap()
     scale = animation.movement_scale(source_params.shift[0], initial.shift[0]) if mode == "relative" else 1.0
-    levels = fns["encode"](model.variables["generator"], source)
+    levels = fns["encode"](variables["generator"], source)
+    scale = jnp.float32(scale)
     num_frames = driving_frames.shape[0]
     chunk_size = max(1, min(int(chunk_size), num_frames))
     parts, previous = [], None
@@ -176,15 +180,16 @@ def run_frames(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=num_frames, unit="frame", desc=f"animating ({mode})", leave=False)
-    for _, chunk, valid in _chunks(driving_frames, chunk_size):
-        out = fns["chunk"](model.variables, source, levels, source_params, initial, chunk, jnp.float32(scale), mode=mode, visual=visual)
-        parts.append({k: v[:valid] for k, v in out.items()})
-        if bar is not None:
-            # Wait for the previous chunk (no transfer): the bar then follows the computation, one chunk behind the dispatch.
-            if previous is not None:
-                jax.block_until_ready(previous[0])
-                bar.update(previous[1])
-            previous = (out["prediction"], valid)
+    with jax.transfer_guard_device_to_host("disallow"):  # nothing comes back to the host inside the loop
+        for _, chunk, valid in _chunks(driving_frames, chunk_size):
+            out = fns["chunk"](variables, source, levels, source_params, initial, chunk, scale, mode=mode, visual=visual)
+            parts.append({k: v[:valid] for k, v in out.items()})
+            if bar is not None:
+                # Wait for the previous chunk (no transfer): the bar then follows the computation, one chunk behind the dispatch.
+                if previous is not None:
+                    jax.block_until_ready(previous[0])
+                    bar.update(previous[1])
+                previous = (out["prediction"], valid)
     if bar is not None:
         jax.block_until_ready(previous[0])
         bar.update(previous[1])

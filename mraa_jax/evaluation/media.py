@@ -1,6 +1,7 @@
 """Reading the demo's inputs and writing videos, PNG strips and visualisations."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -111,12 +112,14 @@ def write_video(path, frames, fps: float) -> Path:
     pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
     if pad_h or pad_w:
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    writer = imageio.get_writer(path, fps=fps, codec="libx264", quality=8, macro_block_size=1, ffmpeg_log_level="error")
-    try:
-        for frame in frames:
-            writer.append_data(frame)
-    finally:
-        writer.close()
+    with warnings.catch_warnings():  # ffmpeg runs as a subprocess; JAX warns about any fork
+        warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+        writer = imageio.get_writer(path, fps=fps, codec="libx264", quality=8, macro_block_size=1, ffmpeg_log_level="error")
+        try:
+            for frame in frames:
+                writer.append_data(frame)
+        finally:
+            writer.close()
     return path
 
 
