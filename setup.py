@@ -27,10 +27,11 @@ setup(
         "tensorflow-datasets",  # array_record datasets; TensorFlow itself is not needed
         "grain",  # input pipelines
         "absl-py",
+        "dm-pix",  # PSNR and SSIM
     ],
     extras_require={
         # torch is only needed to read the original's .pth checkpoints.
         "convert": ["torch==2.13.0"],
-        "test": ["pytest", "pytest-timeout"],
+        "test": ["pytest", "pytest-timeout", "nbclient", "nbformat", "ipykernel"],
     },
 )

@@ -129,3 +129,21 @@ def test_launch_train_end_to_end(tmp_path, fixture_dir):
     model = mraa_jax.load(run / "model")
     frames = np.random.default_rng(0).random((2, 32, 32, 3), np.float32)
     assert model.animate(frames[0], frames, mode="avd").shape == (2, 32, 32, 3)
+
+
+def test_fine_tuning_a_converted_original_carries_adam_moments_and_epoch(tmp_path, converted_dir):
+    """The converted fixture (epoch 99, Adam after one step) resumes at epoch 100 with Adam's count 1 -> 2."""
+    import optax
+
+    from mraa_jax.model_dir import load_model_config
+
+    config = load_model_config(converted_dir)
+    config.train_params.num_epochs = 101
+    config.train_params.loss_weights.l1 = 1.0
+    videos = tiny_videos(size=64)
+    state = train_reconstruction(config, tmp_path, ArrayPairs(videos, 2), steps_in_epoch=1, init_from=str(converted_dir))
+    adam = [s for s in jax.tree_util.tree_leaves(state.opt_state, is_leaf=lambda n: isinstance(n, optax.ScaleByAdamState)) if isinstance(s, optax.ScaleByAdamState)][0]
+    assert int(adam.count) == 2
+    assert int(state.step) == 1  # one epoch (100) was left to train
+    log = (tmp_path / "log.txt").read_text()
+    assert log.startswith("00100) ")

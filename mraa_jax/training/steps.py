@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -130,9 +131,13 @@ def shard_batch(mesh: jax.sharding.Mesh, *arrays):
 
 
 def replicate(mesh: jax.sharding.Mesh, tree):
-    """Place a pytree on every device of the mesh (every process passes the same values)."""
+    """Fresh copies of a pytree on every device of the mesh (every process passes the same values).
+
+    Always new buffers (through the host), so that donating the result never deletes
+    the caller's arrays, nor one buffer that two leaves share.
+    """
     sharding = NamedSharding(mesh, P())
-    return jax.tree_util.tree_map(lambda x: jax.make_array_from_process_local_data(sharding, jnp.asarray(x)), tree)
+    return jax.tree_util.tree_map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
 
 
 def build_reconstruction_step(networks: Networks, optimizer, train_params: dict, mesh, sync_bn: bool) -> Callable:
