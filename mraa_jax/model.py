@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import types
 from typing import Any, Optional
 
 import jax
@@ -17,7 +18,7 @@ import ml_collections
 from mraa_jax import animation
 from mraa_jax.modules.avd import AVDNetwork
 from mraa_jax.modules.bg_predictor import BGMotionPredictor
-from mraa_jax.modules.generator import Generator
+from mraa_jax.modules.generator import Generator, warp
 from mraa_jax.modules.region_predictor import RegionPredictor
 from mraa_jax.region_params import RegionParams
 
@@ -134,8 +135,12 @@ class MRAA:
         self._background = jax.jit(lambda v, s, d: nets.bg_predictor.apply(v, s, d))
         self._generate = jax.jit(lambda v, s, sp, dp, bg: nets.generator.apply(v, s, dp, sp, bg))
         self._avd = jax.jit(lambda v, sp, dp: nets.avd_network.apply(v, sp, dp))
-        self._encode = jax.jit(lambda v, s: nets.generator.apply(v, s, method=Generator.encode))
-        self._animate_chunk = jax.jit(functools.partial(_animate_chunk, nets), static_argnames="mode")
+        # Compiled pieces of animation, shared with mraa_jax.evaluation.
+        self.jitted = types.SimpleNamespace(
+            regions=self._regions,
+            encode=jax.jit(lambda v, s: nets.generator.apply(v, s, method=Generator.encode)),
+            animation_chunk=jax.jit(functools.partial(animation_chunk, nets), static_argnames=("mode", "visual")),
+        )
 
     @classmethod
     def random(cls, config: ml_collections.ConfigDict, seed: int = 0) -> "MRAA":
@@ -179,48 +184,85 @@ class MRAA:
         serves any video length.
         """
         animation.check_mode(mode)
-        source_image = jnp.asarray(source_image, jnp.float32)
-        driving_frames = jnp.asarray(driving_frames, jnp.float32)
-        if source_image.ndim != 3 or driving_frames.ndim != 4:
-            raise ValueError(
-                f"animate expects source_image (H, W, C) and driving_frames (T, H, W, C), got {source_image.shape} and {driving_frames.shape}"
-            )
-        if driving_frames.shape[0] == 0:
-            raise ValueError("animate needs at least one driving frame, got 0 frames")
-        if driving_frames.shape[1:] != source_image.shape:
-            raise ValueError(f"driving frames {driving_frames.shape[1:]} must have the source image's shape {source_image.shape}")
-        source = self._batch(source_image[None], "source_image")
+        source_image, driving_frames = check_animation_inputs(source_image, driving_frames, self.config.model_params.num_channels)
+        source = source_image[None]
         source_params = self.regions(source).without_heatmap()
         initial = self.regions(driving_frames[:1]).without_heatmap()
         scale = animation.movement_scale(source_params.shift[0], initial.shift[0]) if mode == "relative" else 1.0
         variables = jax.device_put(self.variables)  # once: jit would copy host (NumPy) weights in every chunk call
-        levels = self._encode(variables["generator"], source)
-        scale = jnp.float32(scale)
-        num_frames = driving_frames.shape[0]
-        chunk_size = max(1, min(chunk_size, num_frames))
-        outputs = []
-        for start in range(0, num_frames, chunk_size):
-            chunk = driving_frames[start : start + chunk_size]
-            valid = chunk.shape[0]
-            if valid < chunk_size:
-                chunk = jnp.concatenate([chunk, jnp.repeat(chunk[-1:], chunk_size - valid, axis=0)])
-            out = self._animate_chunk(variables, source, levels, source_params, initial, chunk, scale, mode=mode)
-            outputs.append(out[:valid])
+        levels = self.jitted.encode(variables["generator"], source)
+        outputs = [
+            self.jitted.animation_chunk(variables, source, levels, source_params, initial, chunk, jnp.float32(scale), mode=mode, visual=False)[
+                "prediction"
+            ][:valid]
+            for chunk, valid in padded_chunks(driving_frames, chunk_size)
+        ]
         return jnp.concatenate(outputs)
 
 
-def _animate_chunk(nets: Networks, variables, source, levels, source_params, initial, chunk, scale, mode):
-    """Predictions for a chunk of driving frames, given the encoded source."""
-    driving = nets.region_predictor.apply(variables["region_predictor"], chunk).without_heatmap()
-    avd_fn = lambda s, d: nets.avd_network.apply(variables["avd_network"], s, d)  # noqa: E731
-    params = animation.animation_params(mode, source_params, driving, initial, scale, avd_fn)
+ANIMATION_CHUNK_MODES = animation.MODES + ("reconstruction",)
+
+
+def animation_chunk(nets: Networks, variables, source, levels, source_params, initial, chunk, scale, *, mode: str, visual: bool) -> dict:
+    """Outputs for a chunk (B, H, W, C) of driving frames, given the encoded (1, ...) source.
+
+    mode: an animation mode, or "reconstruction" (the driving frames' own regions and the
+    background matrix from (source, driving), as in training). Returns {"prediction"} and,
+    with `visual`, "deformed", "occlusion_map" (if predicted), "driving_shift", "driving_heatmap".
+    """
+    driving_full = nets.region_predictor.apply(variables["region_predictor"], chunk)
+    driving = driving_full.without_heatmap()
     batch = chunk.shape[0]
     expand = lambda x: jnp.broadcast_to(x, (batch,) + x.shape[1:])  # noqa: E731
     sources = expand(source)
     source_params = jax.tree_util.tree_map(expand, source_params)
+    bg = None
+    if mode == "reconstruction":
+        params = driving
+        bg = nets.bg_predictor.apply(variables["bg_predictor"], sources, chunk)
+    else:
+        avd_fn = lambda s, d: nets.avd_network.apply(variables["avd_network"], s, d)  # noqa: E731
+        params = animation.animation_params(mode, source_params, driving, initial, scale, avd_fn)
     gen = variables["generator"]
-    motion = nets.generator.apply(gen, sources, params, source_params, method=Generator.motion)
-    return nets.generator.apply(gen, sources, [expand(x) for x in levels], motion, method=Generator.decode)
+    motion = nets.generator.apply(gen, sources, params, source_params, bg, method=Generator.motion)
+    out = {"prediction": nets.generator.apply(gen, sources, [expand(x) for x in levels], motion, method=Generator.decode)}
+    if visual:
+        out["deformed"] = warp(sources, motion["optical_flow"])
+        if motion.get("occlusion_map") is not None:
+            out["occlusion_map"] = motion["occlusion_map"]
+        out["driving_shift"] = driving.shift
+        if driving_full.heatmap is not None:
+            out["driving_heatmap"] = driving_full.heatmap
+    return out
+
+
+def padded_chunks(frames: jax.Array, chunk_size: int):
+    """(chunk, valid count) over (T, ...) frames, every chunk `chunk_size` long (the last padded
+    by repeating its last frame), so that one compiled program serves any video length."""
+    chunk_size = max(1, min(int(chunk_size), frames.shape[0]))
+    for start in range(0, frames.shape[0], chunk_size):
+        chunk = frames[start : start + chunk_size]
+        valid = chunk.shape[0]
+        if valid < chunk_size:
+            chunk = jnp.concatenate([chunk, jnp.repeat(chunk[-1:], chunk_size - valid, axis=0)])
+        yield chunk, valid
+
+
+def check_animation_inputs(source_image, driving_frames, channels: int) -> tuple[jax.Array, jax.Array]:
+    """(H, W, C) source and (T, H, W, C) driving frames as float32 arrays, or a ValueError saying what is wrong."""
+    source_image = jnp.asarray(source_image, jnp.float32)
+    driving_frames = jnp.asarray(driving_frames, jnp.float32)
+    if source_image.ndim != 3 or driving_frames.ndim != 4:
+        raise ValueError(
+            f"animate expects source_image (H, W, C) and driving_frames (T, H, W, C), got {source_image.shape} and {driving_frames.shape}"
+        )
+    if driving_frames.shape[0] == 0:
+        raise ValueError("animate needs at least one driving frame, got 0 frames")
+    if driving_frames.shape[1:] != source_image.shape:
+        raise ValueError(f"driving frames {driving_frames.shape[1:]} must have the source image's shape {source_image.shape}")
+    if source_image.shape[-1] != channels:
+        raise ValueError(f"source_image has {source_image.shape[-1]} channels, the model expects {channels}")
+    return source_image, driving_frames
 
 
 def _as_batch(images: Any, name: str, channels: int) -> jax.Array:

@@ -11,8 +11,6 @@ and the results stay on the device until the loop ends (one transfer at the end)
 """
 from __future__ import annotations
 
-import functools
-import weakref
 from typing import Optional
 
 import jax
@@ -20,92 +18,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from mraa_jax import animation
-from mraa_jax.modules.generator import Generator, warp
+from mraa_jax.model import ANIMATION_CHUNK_MODES, check_animation_inputs, padded_chunks
 from mraa_jax.region_params import RegionParams
 
-# "reconstruction": the driving frame's own regions, with the background matrix from (source, driving).
-RUN_MODES = animation.MODES + ("reconstruction",)
-
-_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _functions(model) -> dict:
-    """Jitted functions of `model`'s networks, built once per model object."""
-    fns = _FUNCTIONS.get(model)
-    if fns is None:
-        nets = model.networks
-        fns = {
-            "chunk": jax.jit(functools.partial(_chunk_outputs, nets), static_argnames=("mode", "visual")),
-            "regions": jax.jit(lambda v, x: nets.region_predictor.apply(v, x)),
-            "encode": jax.jit(lambda v, s: nets.generator.apply(v, s, method=Generator.encode)),
-        }
-        _FUNCTIONS[model] = fns
-    return fns
-
-
-def _chunk_outputs(nets, variables, source, levels, source_params, initial, chunk, scale, *, mode: str, visual: bool) -> dict:
-    """Outputs for a chunk (B, H, W, C) of driving frames, given the encoded (1, ...) source."""
-    driving_full = nets.region_predictor.apply(variables["region_predictor"], chunk)
-    driving = driving_full.without_heatmap()
-    batch = chunk.shape[0]
-    expand = lambda x: jnp.broadcast_to(x, (batch,) + x.shape[1:])  # noqa: E731
-    sources = expand(source)
-    source_params = jax.tree_util.tree_map(expand, source_params)
-    bg = None
-    if mode == "reconstruction":
-        params = driving
-        bg = nets.bg_predictor.apply(variables["bg_predictor"], sources, chunk)
-    else:
-        avd_fn = lambda s, d: nets.avd_network.apply(variables["avd_network"], s, d)  # noqa: E731
-        params = animation.animation_params(mode, source_params, driving, initial, scale, avd_fn)
-    gen = variables["generator"]
-    motion = nets.generator.apply(gen, sources, params, source_params, bg, method=Generator.motion)
-    out = {"prediction": nets.generator.apply(gen, sources, [expand(x) for x in levels], motion, method=Generator.decode)}
-    if visual:
-        out["deformed"] = warp(sources, motion["optical_flow"])
-        if motion.get("occlusion_map") is not None:
-            out["occlusion_map"] = motion["occlusion_map"]
-        out["driving_shift"] = driving.shift
-        if driving_full.heatmap is not None:
-            out["driving_heatmap"] = driving_full.heatmap
-    return out
+RUN_MODES = ANIMATION_CHUNK_MODES
 
 
 def _check_inputs(model, source_image, driving_frames):
-    source_image = jnp.asarray(source_image, jnp.float32)
-    driving_frames = jnp.asarray(driving_frames, jnp.float32)
-    if source_image.ndim != 3 or driving_frames.ndim != 4:
-        raise ValueError(f"expected a source image (H, W, C) and driving frames (T, H, W, C), got {source_image.shape} and {driving_frames.shape}")
-    if driving_frames.shape[0] == 0:
-        raise ValueError("need at least one driving frame, got 0 frames")
-    if driving_frames.shape[1:] != source_image.shape:
-        raise ValueError(f"driving frames {driving_frames.shape[1:]} must have the source image's shape {source_image.shape}")
-    channels = model.config.model_params.num_channels
-    if source_image.shape[-1] != channels:
-        raise ValueError(f"images have {source_image.shape[-1]} channels, the model expects {channels}")
-    return source_image, driving_frames
-
-
-def _chunks(frames: jax.Array, chunk_size: int):
-    """(start, padded chunk, valid count) over `frames`, each chunk exactly `chunk_size` long."""
-    num = frames.shape[0]
-    for start in range(0, num, chunk_size):
-        chunk = frames[start : start + chunk_size]
-        valid = chunk.shape[0]
-        if valid < chunk_size:
-            chunk = jnp.concatenate([chunk, jnp.repeat(chunk[-1:], chunk_size - valid, axis=0)])
-        yield start, chunk, valid
+    return check_animation_inputs(source_image, driving_frames, model.config.model_params.num_channels)
 
 
 def driving_regions(model, frames, chunk_size: int = 16) -> RegionParams:
     """Region params (heatmaps dropped) of (T, H, W, C) frames, in jitted chunks; stays on the device."""
     frames = jnp.asarray(frames, jnp.float32)
-    chunk_size = max(1, min(int(chunk_size), frames.shape[0]))
-    fn = _functions(model)["regions"]
     variables = jax.device_put(model.variables["region_predictor"])
     parts = [
-        jax.tree_util.tree_map(lambda x, n=valid: x[:n], fn(variables, chunk).without_heatmap())
-        for _, chunk, valid in _chunks(frames, chunk_size)
+        jax.tree_util.tree_map(lambda x, n=valid: x[:n], model.jitted.regions(variables, chunk).without_heatmap())
+        for chunk, valid in padded_chunks(frames, chunk_size)
     ]
     return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *parts)
 
@@ -161,7 +90,6 @@ def run_frames(
     if mode not in RUN_MODES:
         raise ValueError(f"mode must be one of {', '.join(RUN_MODES)}, got {mode!r}")
     source_image, driving_frames = _check_inputs(model, source_image, driving_frames)
-    fns = _functions(model)
     # Weights on the device once (a loaded model holds NumPy arrays, which jit would copy in every call).
     variables = jax.device_put(model.variables)
     source = source_image[None]
@@ -170,10 +98,9 @@ def run_frames(
     initial_image = driving_frames[:1] if initial_frame is None else jnp.asarray(initial_frame, jnp.float32)[None]
     initial = model.regions(initial_image).without_heatmap()
     scale = animation.movement_scale(source_params.shift[0], initial.shift[0]) if mode == "relative" else 1.0
-    levels = fns["encode"](variables["generator"], source)
+    levels = model.jitted.encode(variables["generator"], source)
     scale = jnp.float32(scale)
     num_frames = driving_frames.shape[0]
-    chunk_size = max(1, min(int(chunk_size), num_frames))
     parts, previous = [], None
     bar = None
     if progress:
@@ -181,8 +108,8 @@ def run_frames(
 
         bar = tqdm(total=num_frames, unit="frame", desc=f"animating ({mode})", leave=False)
     with jax.transfer_guard_device_to_host("disallow"):  # nothing comes back to the host inside the loop
-        for _, chunk, valid in _chunks(driving_frames, chunk_size):
-            out = fns["chunk"](variables, source, levels, source_params, initial, chunk, scale, mode=mode, visual=visual)
+        for chunk, valid in padded_chunks(driving_frames, chunk_size):
+            out = model.jitted.animation_chunk(variables, source, levels, source_params, initial, chunk, scale, mode=mode, visual=visual)
             parts.append({k: v[:valid] for k, v in out.items()})
             if bar is not None:
                 # Wait for the previous chunk (no transfer): the bar then follows the computation, one chunk behind the dispatch.

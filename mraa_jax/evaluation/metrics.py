@@ -1,20 +1,15 @@
 """Per-frame reconstruction scores: L1 (the original's), PSNR and SSIM (dm-pix), images in [0, 1]."""
 from __future__ import annotations
 
-import functools
-
+import dm_pix
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 
-@functools.partial(jax.jit, static_argnames=("with_pix",))
-def _frame_scores(prediction, target, with_pix: bool = True):
+@jax.jit
+def _frame_scores(prediction, target):
     l1 = jnp.mean(jnp.abs(prediction - target), axis=(1, 2, 3))
-    if not with_pix:
-        return {"l1": l1}
-    import dm_pix
-
     return {"l1": l1, "psnr": dm_pix.psnr(prediction, target), "ssim": dm_pix.ssim(prediction, target, max_val=1.0)}
 
 
@@ -22,19 +17,13 @@ def frame_scores(prediction, target) -> dict[str, np.ndarray]:
     """{"l1", "psnr", "ssim"}: (T,) float64 arrays for (T, H, W, C) predictions and targets in [0, 1].
 
     l1 is mean |prediction - target| per frame, as the original's reconstruction score;
-    PSNR and SSIM (11x11 Gaussian window, sigma 1.5) come from dm-pix (`pip install dm-pix`).
+    PSNR and SSIM (11x11 Gaussian window, sigma 1.5) come from dm-pix.
     """
     prediction = jnp.asarray(prediction, jnp.float32)
     target = jnp.asarray(target, jnp.float32)
     if prediction.shape != target.shape or prediction.ndim != 4:
         raise ValueError(f"expected two (T, H, W, C) arrays of one shape, got {prediction.shape} and {target.shape}")
-    try:
-        import dm_pix  # noqa: F401
-
-        with_pix = True
-    except ImportError:
-        with_pix = False
-    scores = jax.device_get(_frame_scores(prediction, target, with_pix=with_pix))
+    scores = jax.device_get(_frame_scores(prediction, target))
     return {k: np.asarray(v, np.float64) for k, v in scores.items()}
 
 
