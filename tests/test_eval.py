@@ -82,7 +82,7 @@ def test_find_best_frame_picks_the_source(model, clip):
     assert evaluation.find_best_frame(model, source, driving, chunk_size=4) == 3
     out = evaluation.animate_outputs(model, source, driving, "relative", chunk_size=4, find_best_frame=True)
     assert out["best_frame"] == 3
-    # Forward and backward from the best frame, reassembled in order == every frame with the best one as `initial`.
+    # The original animates forward and backward from the best frame: the same as every frame with it as `initial`.
     reference = evaluation.animate_frame_by_frame(model, source, driving, "relative", initial_frame=driving[3])
     np.testing.assert_allclose(out["prediction"], reference, atol=1e-5, rtol=0)
     # The layout ignores where the figure is and how large its layout is.

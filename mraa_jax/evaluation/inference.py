@@ -127,13 +127,6 @@ def run_frames(
     return jax.device_get(result) if to_host else result
 
 
-def _concat(a: dict, b: dict) -> dict:
-    out = {}
-    for k in a:
-        out[k] = a[k] if k == "source_params" else np.concatenate([a[k], b[k]])
-    return out
-
-
 def animate_outputs(
     model,
     source_image,
@@ -147,22 +140,16 @@ def animate_outputs(
     """`run_frames` for animation, with the original demo's --find_best_frame.
 
     With find_best_frame, the driving frame closest to the source in region layout is the
-    `initial` frame (relative mode); frames are animated forward from it to the end and
-    backward from it to the start, then put back in the original order. Adds "best_frame".
+    `initial` frame that relative motion is measured from. (The original animates forward
+    and backward from it; every frame depends only on the source and that frame, so one
+    pass in the original order computes the same.) Adds "best_frame".
     """
     animation.check_mode(mode)
     if not find_best_frame:
         return run_frames(model, source_image, driving_frames, mode, chunk_size, visual, progress=progress)
     source_image, driving_frames = _check_inputs(model, source_image, driving_frames)
     best = _find_best_frame(model, source_image, driving_frames, chunk_size)
-    initial = driving_frames[best]
-    forward = run_frames(model, source_image, driving_frames[best:], mode, chunk_size, visual, initial, progress)
-    if best == 0:
-        out = forward
-    else:
-        backward = run_frames(model, source_image, driving_frames[:best][::-1], mode, chunk_size, visual, initial, progress)
-        backward = {k: (v if k == "source_params" else v[::-1]) for k, v in backward.items()}
-        out = _concat(backward, forward)
+    out = run_frames(model, source_image, driving_frames, mode, chunk_size, visual, driving_frames[best], progress)
     out["best_frame"] = best
     return out
 
