@@ -64,7 +64,17 @@ def _next_position(progress: dict, steps_in_epoch: int, data_state) -> dict:
     return {"epoch": progress["epoch"], "step_in_epoch": position, "data": data_state}
 
 
-def run_stage(
+def run_stage(name: str, step_fn: Callable, state: steps.TrainState, data: Iterator, *, workdir: Path, checkpoints: Checkpoints, **loop_args) -> steps.TrainState:
+    """`_loop` with the stage's logger, closing it and the checkpoints however training ends."""
+    logger = TrainingLogger(workdir, enabled=jax.process_index() == 0)
+    try:
+        return _loop(name, step_fn, state, data, checkpoints=checkpoints, logger=logger, **loop_args)
+    finally:
+        logger.close()
+        checkpoints.close()
+
+
+def _loop(
     name: str,
     step_fn: Callable,
     state: steps.TrainState,
@@ -119,12 +129,16 @@ def _save_final(checkpoints: Checkpoints, state, progress: dict) -> None:
     checkpoints.wait()
 
 
-def _restore_or(checkpoints: Checkpoints, state, mesh):
-    """(state, progress) of the latest checkpoint, or (state, None) if there is none."""
+def _resume(workdir: Path, stage: str, params, state, mesh, data: Iterator):
+    """(checkpoints, state, progress) of a stage: its checkpoint manager and, when it holds a
+    checkpoint, the latest state and progress (the data iterator moved to its position);
+    else the given state and None."""
+    checkpoints = Checkpoints(workdir / "checkpoints" / stage, params.get("checkpoint_every_steps", 1000), params.get("keep_checkpoints", 3))
     if checkpoints.latest_step() is None:
-        return state, None
+        return checkpoints, state, None
     restored, progress = checkpoints.restore(state)
-    return steps.replicate(mesh, jax.device_get(restored)), progress
+    data.set_state(progress["data"])
+    return checkpoints, steps.replicate(mesh, jax.device_get(restored)), progress
 
 
 def with_adam_moments(opt_state, moments: dict, names) -> object:
@@ -173,42 +187,29 @@ def train_reconstruction(
     mesh = steps.make_mesh()
     sync_bn = bool(tp.get("use_sync_bn", False))
     networks = build_networks(config.model_params, bn_axis_name=steps.AXIS if sync_bn else None)
-    per_epoch = steps_in_epoch
-    optimizer = steps.adam(tp.lr, [m * per_epoch for m in tp.epoch_milestones])
+    optimizer = steps.adam(tp.lr, [m * steps_in_epoch for m in tp.epoch_milestones])
     variables, moments, meta = initial_variables(config, init_from, seed)
     state = steps.init_train_state(variables, optimizer, jax.random.PRNGKey(seed + 1))
     if moments and "reconstruction" in moments:
         state = state.replace(opt_state=with_adam_moments(state.opt_state, moments["reconstruction"], RECONSTRUCTION_NETWORKS))
-    state = steps.replicate(mesh, state)
-    checkpoints = Checkpoints(workdir / "checkpoints" / "reconstruction", tp.get("checkpoint_every_steps", 1000), tp.get("keep_checkpoints", 3))
-    state, progress = _restore_or(checkpoints, state, mesh)
-    if progress is not None:
-        data.set_state(progress["data"])
-    elif "epoch_reconstruction" in meta:
+    checkpoints, state, progress = _resume(workdir, "reconstruction", tp, steps.replicate(mesh, state), mesh, data)
+    if progress is None and "epoch_reconstruction" in meta:
         progress = {"epoch": meta["epoch_reconstruction"] + 1, "step_in_epoch": 0, "data": data.get_state()}
-    train_params = tp.to_dict()
-    step_fn = steps.build_reconstruction_step(networks, optimizer, train_params, mesh, sync_bn)
-    logger = TrainingLogger(workdir, enabled=jax.process_index() == 0)
-    picture_fn = make_reconstruction_picture(build_networks(config.model_params), config)
-    try:
-        state = run_stage(
-            "reconstruction",
-            step_fn,
-            state,
-            data,
-            mesh=mesh,
-            checkpoints=checkpoints,
-            logger=logger,
-            num_epochs=tp.num_epochs,
-            steps_in_epoch=per_epoch,
-            frozen_args=(steps.replicate(mesh, vgg_params),),
-            picture_fn=picture_fn,
-            max_steps=max_steps,
-            progress=progress,
-        )
-    finally:
-        logger.close()
-        checkpoints.close()
+    state = run_stage(
+        "reconstruction",
+        steps.build_reconstruction_step(networks, optimizer, tp.to_dict(), mesh, sync_bn),
+        state,
+        data,
+        workdir=workdir,
+        checkpoints=checkpoints,
+        mesh=mesh,
+        num_epochs=tp.num_epochs,
+        steps_in_epoch=steps_in_epoch,
+        frozen_args=(steps.replicate(mesh, vgg_params),),
+        picture_fn=make_reconstruction_picture(build_networks(config.model_params), config),
+        max_steps=max_steps,
+        progress=progress,
+    )
     avd_is_random = not init_from or "avd_network" in meta.get("random_init", [])
     export_model(workdir / "model", config, state, {"avd_network": variables["avd_network"]}, {"random_init": ["avd_network"] if avd_is_random else []})
     return state
@@ -223,34 +224,23 @@ def train_avd(config, workdir, data: Iterator, *, steps_in_epoch: int, max_steps
     variables = model_dir.load_variables(workdir / "model")
     mesh = steps.make_mesh()
     networks = build_networks(config.model_params)
-    per_epoch = steps_in_epoch
-    optimizer = steps.adam(ap.lr, [m * per_epoch for m in ap.epoch_milestones])
+    optimizer = steps.adam(ap.lr, [m * steps_in_epoch for m in ap.epoch_milestones])
     state = steps.replicate(mesh, steps.init_train_state(variables, optimizer, jax.random.PRNGKey(seed + 2), names=("avd_network",)))
-    region_predictor = steps.replicate(mesh, variables["region_predictor"])
-    checkpoints = Checkpoints(workdir / "checkpoints" / "avd", ap.get("checkpoint_every_steps", 1000), ap.get("keep_checkpoints", 3))
-    state, progress = _restore_or(checkpoints, state, mesh)
-    if progress is not None:
-        data.set_state(progress["data"])
-    step_fn = build_avd_step(networks, optimizer, ap.to_dict(), mesh)
-    logger = TrainingLogger(workdir, enabled=jax.process_index() == 0)
-    try:
-        state = run_stage(
-            "avd",
-            step_fn,
-            state,
-            data,
-            mesh=mesh,
-            checkpoints=checkpoints,
-            logger=logger,
-            num_epochs=ap.num_epochs,
-            steps_in_epoch=per_epoch,
-            frozen_args=(region_predictor,),
-            max_steps=max_steps,
-            progress=progress,
-        )
-    finally:
-        logger.close()
-        checkpoints.close()
+    checkpoints, state, progress = _resume(workdir, "avd", ap, state, mesh, data)
+    state = run_stage(
+        "avd",
+        build_avd_step(networks, optimizer, ap.to_dict(), mesh),
+        state,
+        data,
+        workdir=workdir,
+        checkpoints=checkpoints,
+        mesh=mesh,
+        num_epochs=ap.num_epochs,
+        steps_in_epoch=steps_in_epoch,
+        frozen_args=(steps.replicate(mesh, variables["region_predictor"]),),
+        max_steps=max_steps,
+        progress=progress,
+    )
     trained = {n: variables[n] for n in NETWORKS if n != "avd_network"}
     export_model(workdir / "model", config, state, trained, {"random_init": []}, overwrite=True)
     return state
