@@ -1,5 +1,6 @@
-"""Train MRAA: the reconstruction stage, then the AVD stage.
+"""Train MRAA: the reconstruction stage, then the AVD stage (or the whole main job).
 
+    python launch_train.py --config configs/shapes.py --workdir runs/shapes --mode all      # the main job
     python launch_train.py --config configs/vox256.py --workdir runs/vox256
     python launch_train.py --config configs/vox256.py --workdir runs/vox256 --mode train_avd
     python launch_train.py --config configs/vox256.py --workdir runs/ft --init_from converted/vox256   # fine-tune
@@ -10,6 +11,9 @@ dataset_params.root_dir: a video root in the original's layout, or `synthetic`
 for the built-in figures) is built once into --data_dir. Several hosts: set
 --distributed (or JAX's coordinator environment variables); each process then
 reads its own share of every batch.
+
+--mode all runs the main job (mraa_jax.main_job): both stages, then reconstruction
+of the test videos, an animation, a loss-curve plot, and a summary of where it all is.
 """
 from __future__ import annotations
 
@@ -22,26 +26,21 @@ from ml_collections import config_flags
 
 from mraa_jax import data
 from mraa_jax.config import fill_defaults, validate_config
+from mraa_jax.evaluation.runs import prepare_dataset
+from mraa_jax.main_job import format_summary, run_main_job
 from mraa_jax.training.trainer import train_avd, train_reconstruction
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<name>.py", lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, logs and the trained model")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "train_avd"], "train: reconstruction stage; train_avd: AVD stage")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "train_avd", "all"],
+                          "train: reconstruction stage; train_avd: AVD stage; all: both, then evaluate and animate (the main job)")
 _DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "where datasets are built (once) and read")
 _INIT_FROM = flags.DEFINE_string("init_from", None, "model directory to fine-tune (a converted original or our own)")
 _MAX_STEPS = flags.DEFINE_integer("max_steps", None, "stop after this many optimiser steps (default: the config's epochs)")
+_AVD_MAX_STEPS = flags.DEFINE_integer("avd_max_steps", None, "--mode all: the AVD stage's --max_steps")
 _SEED = flags.DEFINE_integer("seed", 0, "seed of initialisation, data order and transforms")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (several hosts)")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def prepare_dataset(config, data_dir: str) -> data.BuildSummary:
-    """Build (or reuse) the dataset that config.dataset_params names."""
-    dp = config.dataset_params
-    data_dir = str(Path(data_dir).expanduser())
-    if dp.root_dir == "synthetic":
-        return data.build_synthetic_dataset(data_dir, **dict(dp.get("synthetic", {})))
-    return data.build_video_dataset(dp.root_dir, data_dir, frame_shape=dp.frame_shape)
 
 
 def main(argv):
@@ -51,6 +50,11 @@ def main(argv):
         jax.distributed.initialize()
     config = fill_defaults(_CONFIG.value)
     validate_config(config)
+    if _MODE.value == "all":
+        result = run_main_job(config, _WORKDIR.value, _DATA_DIR.value, seed=_SEED.value, max_steps=_MAX_STEPS.value, avd_max_steps=_AVD_MAX_STEPS.value)
+        if jax.process_index() == 0:
+            print(format_summary(result))
+        return
     summary = prepare_dataset(config, _DATA_DIR.value)
     source = data.open_split(summary.dataset_dir, "train")
     dp = config.dataset_params

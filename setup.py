@@ -23,6 +23,7 @@ setup(
         "pyyaml",
         "scipy",
         "tqdm",
+        "matplotlib",
         "tensorboardX",  # TensorBoard events without TensorFlow
         "tensorflow-datasets",  # array_record datasets; TensorFlow itself is not needed
         "grain",  # input pipelines

@@ -35,6 +35,13 @@ class TrainingLogger:
             self._writer.add_scalar(f"loss/{name}", value, step)
         self._count += 1
 
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        """Record other scalars (e.g. held-out scores) in TensorBoard."""
+        if not self.enabled:
+            return
+        for name, value in values.items():
+            self._writer.add_scalar(name, value, step)
+
     def end_epoch(self, epoch: int, step: int, picture: np.ndarray | None = None, stage: str = "") -> dict[str, float]:
         """Append the epoch's mean losses to log.txt (the original's format) and save its picture."""
         means = {name: total / max(self._count, 1) for name, total in self._sums.items()}

@@ -89,12 +89,20 @@ def _loop(
     picture_fn: Optional[Callable] = None,
     max_steps: Optional[int] = None,
     progress: Optional[dict] = None,
+    hook: Optional[Callable] = None,
 ) -> steps.TrainState:
-    """Train until `num_epochs` (or `max_steps` total steps); resumes from `progress` if given."""
+    """Train until `num_epochs` (or `max_steps` total steps); resumes from `progress` if given.
+
+    hook: called as hook(state, step, metrics) before the first step (metrics empty) and
+    after every step; the scalars it returns are logged (e.g. a HeldOutTracker).
+    """
     progress = progress or {"epoch": 0, "step_in_epoch": 0, "data": data.get_state()}
     is_main = jax.process_index() == 0
     batch = None
-    while progress["epoch"] < num_epochs:
+    if hook is not None:
+        logger.scalars(int(state.step), hook(state, int(state.step), {}))
+    stopped = False
+    while progress["epoch"] < num_epochs and not stopped:
         epoch = progress["epoch"]
         bar = tqdm(total=steps_in_epoch, initial=progress["step_in_epoch"], desc=f"{name} epoch {epoch}", disable=not is_main, leave=False)
         while progress["epoch"] == epoch:
@@ -106,13 +114,14 @@ def _loop(
             check_finite(metrics, step, checkpoints)
             progress = _next_position(progress, steps_in_epoch, data.get_state())
             logger.step(step, metrics)
+            if hook is not None:
+                logger.scalars(step, hook(state, step, metrics))
             bar.set_postfix({k: f"{v:.4f}" for k, v in metrics.items()})
             bar.update()
             checkpoints.save(step, state, progress)
             if max_steps is not None and step >= max_steps:
-                bar.close()
-                _save_final(checkpoints, state, progress)
-                return state
+                stopped = True  # the (partial) epoch is still logged and pictured
+                break
         bar.close()
         picture = picture_fn(state, batch) if (picture_fn is not None and is_main) else None
         logger.end_epoch(epoch, int(state.step), picture, stage="avd-" if name == "avd" else "")
@@ -175,11 +184,13 @@ def train_reconstruction(
     init_from: Optional[str] = None,
     max_steps: Optional[int] = None,
     seed: int = 0,
+    hook: Optional[Callable] = None,
 ) -> steps.TrainState:
     """The first stage: region predictor, background predictor and generator, one Adam.
 
     steps_in_epoch: optimiser steps per epoch (the data pipeline's `steps_per_epoch`).
     init_from: a model directory (converted original or our own) to fine-tune.
+    hook: see `_loop` (e.g. a HeldOutTracker).
     """
     tp = config.train_params
     workdir = Path(workdir)
@@ -209,6 +220,7 @@ def train_reconstruction(
         picture_fn=make_reconstruction_picture(build_networks(config.model_params), config),
         max_steps=max_steps,
         progress=progress,
+        hook=hook,
     )
     avd_is_random = not init_from or "avd_network" in meta.get("random_init", [])
     export_model(workdir / "model", config, state, {"avd_network": variables["avd_network"]}, {"random_init": ["avd_network"] if avd_is_random else []})
