@@ -21,19 +21,28 @@ Modules, one job each:
 
 TensorFlow is not needed: the builders use plain uint8 tensor features in array_record.
 """
-from mraa_jax.data.augment import Augmentation, augment_pair
-from mraa_jax.data.export import export_to_folders
-from mraa_jax.data.figures import Clip, make_clip
-from mraa_jax.data.pipeline import DataIterator, animation_pairs, read_pairs_csv, test_videos, training_pairs
-from mraa_jax.data.readers import VideoReadError, identity_of, read_video
-from mraa_jax.data.sources import ArraySource, RecordSource, VideoInfo, VideoSource, open_dataset, open_split
-from mraa_jax.data.storage import BuildSummary
-from mraa_jax.data.synthetic import MraaSynthetic, build_synthetic_dataset
-from mraa_jax.data.video_folder import DatasetBuildError, MraaVideoFolder, build_video_dataset
 
-__all__ = [
-    "Augmentation", "ArraySource", "BuildSummary", "Clip", "DataIterator", "DatasetBuildError", "MraaSynthetic",
-    "MraaVideoFolder", "RecordSource", "VideoInfo", "VideoReadError", "VideoSource", "animation_pairs",
-    "augment_pair", "build_synthetic_dataset", "build_video_dataset", "export_to_folders", "identity_of",
-    "make_clip", "open_dataset", "open_split", "read_pairs_csv", "read_video", "test_videos", "training_pairs",
-]
+import importlib
+
+_HOMES = {
+    "augment": ["Augmentation", "augment_pair"],
+    "export": ["export_to_folders"],
+    "figures": ["Clip", "make_clip"],
+    "pipeline": ["DataIterator", "animation_pairs", "read_pairs_csv", "test_videos", "training_pairs"],
+    "readers": ["VideoReadError", "identity_of", "read_video"],
+    "sources": ["ArraySource", "RecordSource", "VideoInfo", "VideoSource", "open_dataset", "open_split"],
+    "storage": ["BuildSummary"],
+    "synthetic": ["MraaSynthetic", "build_synthetic_dataset"],
+    "video_folder": ["DatasetBuildError", "MraaVideoFolder", "build_video_dataset"],
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    """Import a name's module on first use: reading videos needs neither TFDS nor grain."""
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    globals()[name] = value
+    return value
