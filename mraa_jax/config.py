@@ -33,6 +33,7 @@ import ml_collections
 import yaml
 
 BG_TYPES = ("zero", "shift", "affine", "perspective")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 ANIMATE_MODES = ("standard", "relative", "avd")
 SECTIONS = (
     "dataset_params",
@@ -51,6 +52,9 @@ REQUIRED = object()
 # (RegionPredictor, BGMotionPredictor, Generator, PixelwiseFlowPredictor, AVDNetwork).
 MODEL_DEFAULTS = {
     "num_regions": REQUIRED,
+    # Ours, not the original's: the dtype the networks' convolutions and matmuls compute in
+    # ("bfloat16" for speed on GPUs); parameters, region parameters and losses stay float32.
+    "compute_dtype": "float32",
     "num_channels": 3,
     "estimate_affine": False,
     "revert_axis_swap": True,
@@ -282,6 +286,7 @@ def _validate_model(mp: Mapping) -> None:
     _check_int(mp["num_channels"], f"{p}.num_channels", 1)
     _check_bool(mp["estimate_affine"], f"{p}.estimate_affine")
     _check_bool(mp["revert_axis_swap"], f"{p}.revert_axis_swap")
+    _check_choice(mp.get("compute_dtype", "float32"), f"{p}.compute_dtype", COMPUTE_DTYPES)
 
     bg, bp = mp["bg_predictor_params"], f"{p}.bg_predictor_params"
     for key in ("block_expansion", "max_features", "num_blocks"):

@@ -3,6 +3,13 @@
 `MRAA` is the library's front door for research use: region params of images,
 background transform, generation, AVD and animation, all jitted and in eval mode
 (BatchNorm on running statistics), float32, NHWC images in [0, 1].
+
+`model_params.compute_dtype: bfloat16` (or `MRAA.with_compute_dtype("bfloat16")`)
+runs the convolutions of the region predictor, background predictor and generator
+in bfloat16, for speed on GPUs. Parameters, inputs and outputs stay float32, and so
+do the numerically sensitive parts: the output convs and their softmax/sigmoid, the
+region parameters and their SVD, BatchNorm statistics, warping and the AVD network
+(a small MLP whose inputs and outputs are region parameters).
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from mraa_jax import animation
+from mraa_jax.config import COMPUTE_DTYPES
 from mraa_jax.modules.avd import AVDNetwork
 from mraa_jax.modules.bg_predictor import BGMotionPredictor
 from mraa_jax.modules.generator import Generator, warp
@@ -33,6 +41,7 @@ class Networks:
     bg_predictor: BGMotionPredictor
     generator: Generator
     avd_network: AVDNetwork
+    compute_dtype: Any = jnp.float32  # of the convs (model_params.compute_dtype); the VGG loss uses it too
 
 
 def build_networks(model_params: ml_collections.ConfigDict, bn_axis_name: Optional[str] = None) -> Networks:
@@ -42,6 +51,10 @@ def build_networks(model_params: ml_collections.ConfigDict, bn_axis_name: Option
     averaged (synchronised BatchNorm), or None.
     """
     mp = model_params
+    compute_dtype = mp.get("compute_dtype", "float32")
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"model_params.compute_dtype: expected one of {', '.join(COMPUTE_DTYPES)}, got {compute_dtype!r}")
+    dtype = jnp.dtype(compute_dtype)
     rp = mp.region_predictor_params
     region_predictor = RegionPredictor(
         block_expansion=rp.block_expansion,
@@ -55,6 +68,7 @@ def build_networks(model_params: ml_collections.ConfigDict, bn_axis_name: Option
         pca_based=rp.pca_based,
         pad=rp.pad,
         bn_axis_name=bn_axis_name,
+        dtype=dtype,
     )
     bp = mp.bg_predictor_params
     bg_predictor = BGMotionPredictor(
@@ -64,6 +78,7 @@ def build_networks(model_params: ml_collections.ConfigDict, bn_axis_name: Option
         num_blocks=bp.num_blocks,
         bg_type=bp.bg_type,
         bn_axis_name=bn_axis_name,
+        dtype=dtype,
     )
     gp = mp.generator_params
     generator = Generator(
@@ -77,6 +92,7 @@ def build_networks(model_params: ml_collections.ConfigDict, bn_axis_name: Option
         skips=gp.skips,
         revert_axis_swap=mp.revert_axis_swap,
         bn_axis_name=bn_axis_name,
+        dtype=dtype,
     )
     ap = mp.avd_network_params
     avd_network = AVDNetwork(
@@ -86,7 +102,7 @@ def build_networks(model_params: ml_collections.ConfigDict, bn_axis_name: Option
         revert_axis_swap=ap.revert_axis_swap,
         bn_axis_name=bn_axis_name,
     )
-    return Networks(region_predictor, bg_predictor, generator, avd_network)
+    return Networks(region_predictor, bg_predictor, generator, avd_network, dtype)
 
 
 def config_frame_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
@@ -147,6 +163,15 @@ class MRAA:
         """Randomly initialised model (PyTorch's default initialisation) for the config's frame shape."""
         networks = build_networks(config.model_params)
         return cls(config, init_variables(networks, jax.random.PRNGKey(seed), config_frame_shape(config)))
+
+    def with_compute_dtype(self, compute_dtype: str) -> "MRAA":
+        """The same model (same variables) computing in `compute_dtype`: "float32" or "bfloat16"."""
+        from mraa_jax.config import validate_config
+
+        config = ml_collections.ConfigDict(self.config.to_dict())
+        config.model_params.compute_dtype = compute_dtype
+        validate_config(config)
+        return MRAA(config, self.variables)
 
     # -- single steps ---------------------------------------------------------
 

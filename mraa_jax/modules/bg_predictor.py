@@ -1,7 +1,7 @@
 """Background motion predictor (spec section 4): one 3x3 transform per image pair."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -31,7 +31,10 @@ def bg_matrix(prediction: jax.Array, bg_type: str) -> jax.Array:
 
 
 class BGMotionPredictor(nn.Module):
-    """(source, driving) (B, H, W, C) -> (B, 3, 3) background transform; identity for 'zero'."""
+    """(source, driving) (B, H, W, C) -> (B, 3, 3) background transform; identity for 'zero'.
+
+    `dtype`: compute dtype of the encoder; pooling, the linear layer and the matrix are float32.
+    """
 
     block_expansion: int
     num_channels: int
@@ -39,6 +42,7 @@ class BGMotionPredictor(nn.Module):
     num_blocks: int
     bg_type: str = "zero"
     bn_axis_name: Optional[str] = None
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, source: jax.Array, driving: jax.Array, train: bool = False) -> jax.Array:
@@ -47,9 +51,9 @@ class BGMotionPredictor(nn.Module):
         if self.bg_type == "zero":
             return jnp.tile(jnp.eye(3, dtype=source.dtype), (source.shape[0], 1, 1))
         levels = Encoder(self.block_expansion, self.num_blocks, self.max_features, self.bn_axis_name, name="encoder")(
-            jnp.concatenate([source, driving], axis=-1), train
+            jnp.concatenate([source, driving], axis=-1).astype(self.dtype), train
         )
-        pooled = levels[-1].mean(axis=(1, 2))
+        pooled = levels[-1].astype(jnp.float32).mean(axis=(1, 2))
         bias = np.asarray(_IDENTITY_BIAS[self.bg_type], np.float32)
         prediction = Linear(len(bias), kernel_init=nn.initializers.zeros, bias_init=lambda *_: jnp.asarray(bias), name="fc")(pooled)
         return bg_matrix(prediction, self.bg_type)

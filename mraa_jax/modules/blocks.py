@@ -1,5 +1,9 @@
 """Layers and blocks shared by every MRAA network (spec section 2), NHWC.
 
+Layers compute in the dtype of their input (kernels are cast to it), so a network
+computes in bfloat16 when its input is cast to bfloat16; parameters stay float32
+and BatchNorm normalises and keeps its statistics in float32.
+
 Parameter names follow the original (`conv`, `norm`, `down_blocks_0`, ...) so
 that a converted PyTorch state dict maps onto them mechanically. Initialisers
 follow PyTorch's defaults, so that training from scratch starts where the
@@ -97,7 +101,8 @@ class BatchNorm(nn.Module):
         else:
             mean, var = running_mean.value, running_var.value
         inv = jax.lax.rsqrt(var + self.epsilon) * scale
-        return ((x - mean.astype(x.dtype)) * inv.astype(x.dtype) + bias.astype(x.dtype)).astype(x.dtype)
+        # Normalised in float32 whatever x's dtype (bfloat16 compute): one fused elementwise pass.
+        return ((x.astype(jnp.float32) - mean) * inv + bias).astype(x.dtype)
 
 
 class DownBlock(nn.Module):

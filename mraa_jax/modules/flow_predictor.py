@@ -1,7 +1,7 @@
 """Pixelwise flow predictor (spec section 5): dense motion from region motions."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -68,6 +68,9 @@ class PixelwiseFlowPredictor(nn.Module):
     Returns a dict: `optical_flow` (B, h, w, 2), a sampling grid into the source at
     the downsampled resolution (h, w), and `occlusion_map` (B, h, w, 1) when
     `estimate_occlusion_map`.
+
+    `dtype`: compute dtype of the hourglass; the heatmaps, sparse motions, deformed
+    sources, the mask and occlusion convs, their softmax/sigmoid and the flow are float32.
     """
 
     block_expansion: int
@@ -82,6 +85,7 @@ class PixelwiseFlowPredictor(nn.Module):
     use_deformed_source: bool = True
     revert_axis_swap: bool = False
     bn_axis_name: Optional[str] = None
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(
@@ -105,7 +109,9 @@ class PixelwiseFlowPredictor(nn.Module):
             inputs = jnp.moveaxis(per_motion, 1, 3).reshape(batch, height, width, -1)
         else:
             inputs = heatmap
-        features = Hourglass(self.block_expansion, self.num_blocks, self.max_features, self.bn_axis_name, name="hourglass")(inputs, train)
+        features = Hourglass(self.block_expansion, self.num_blocks, self.max_features, self.bn_axis_name, name="hourglass")(
+            inputs.astype(self.dtype), train
+        ).astype(jnp.float32)
         mask = jax.nn.softmax(Conv(self.num_regions + 1, 7, 3, name="mask")(features), axis=-1)
         flow = jnp.einsum("bhwk,bkhwc->bhwc", mask, motions)
         out = {"optical_flow": flow}

@@ -1,10 +1,11 @@
 """Occlusion-aware generator (spec section 6)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from mraa_jax import geometry
 from mraa_jax.modules.blocks import Conv, DownBlock, ResBlock, SameBlock, UpBlock
@@ -49,6 +50,11 @@ class Generator(nn.Module):
     Returns a dict with `prediction` (B, H, W, C), `deformed` (the source warped
     by the flow, full resolution), `optical_flow` (B, h, w, 2) and, with an
     occlusion-estimating flow predictor, `occlusion_map` (B, h, w, 1).
+
+    `dtype`: compute dtype of the encoder, bottleneck and up blocks (and of the flow
+    predictor's hourglass). Warping (sampling coordinates, weights) and occlusion
+    blending run in float32, their results cast back to `dtype`; the final conv, its
+    sigmoid and every output are float32.
     """
 
     num_channels: int
@@ -61,6 +67,7 @@ class Generator(nn.Module):
     skips: bool = False
     revert_axis_swap: bool = True
     bn_axis_name: Optional[str] = None
+    dtype: Any = jnp.float32
 
     def setup(self):
         be, mf, n = self.block_expansion, self.max_features, self.num_down_blocks
@@ -75,12 +82,13 @@ class Generator(nn.Module):
             num_channels=self.num_channels,
             revert_axis_swap=self.revert_axis_swap,
             bn_axis_name=ax,
+            dtype=self.dtype,
             **dict(self.pixelwise_flow_predictor_params),
         )
 
     def encode(self, source_image: jax.Array, train: bool = False) -> list[jax.Array]:
         """Source features at every level: [first, down_1, ..., down_n]."""
-        out = self.first(source_image, train)
+        out = self.first(source_image.astype(self.dtype), train)
         levels = [out]
         for block in self.down_blocks:
             out = block(out, train)
@@ -94,15 +102,15 @@ class Generator(nn.Module):
     def decode(self, source_image: jax.Array, levels: list[jax.Array], motion: dict, train: bool = False) -> jax.Array:
         """Warp the source features by the motion and decode them into the prediction."""
         n = self.num_down_blocks
-        out = warp_and_blend(levels[n], motion)
+        out = warp_and_blend(levels[n], motion).astype(self.dtype)
         out = self.bottleneck(out, train)
         for i, block in enumerate(self.up_blocks):
             if self.skips:
-                out = warp_and_blend(levels[n - i], motion, previous=out)
+                out = warp_and_blend(levels[n - i], motion, previous=out).astype(self.dtype)
             out = block(out, train)
         if self.skips:
             out = warp_and_blend(levels[0], motion, previous=out)
-        out = jax.nn.sigmoid(self.final(out))
+        out = jax.nn.sigmoid(self.final(out.astype(jnp.float32)))
         if self.skips:
             out = warp_and_blend(source_image, motion, previous=out)
         return out

@@ -1,7 +1,7 @@
 """Region predictor (spec section 3): heatmaps, centres and affine shapes of K regions."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -35,6 +35,9 @@ class RegionPredictor(nn.Module):
     Variants: `pca_based` (affine from the SVD of each heatmap's covariance, the
     published models), regression (`estimate_affine` without `pca_based`: a
     second conv regresses the affine, FOMM-like), or keypoints only.
+
+    `dtype`: compute dtype of the hourglass (bfloat16 for speed); the output convs,
+    the heatmap softmax and the region parameters are always float32.
     """
 
     block_expansion: int
@@ -48,11 +51,13 @@ class RegionPredictor(nn.Module):
     pca_based: bool = False
     pad: int = 3
     bn_axis_name: Optional[str] = None
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, image: jax.Array, train: bool = False) -> RegionParams:
-        x = geometry.antialias_downsample(image, self.scale_factor)
+        x = geometry.antialias_downsample(image, self.scale_factor).astype(self.dtype)
         features = Hourglass(self.block_expansion, self.num_blocks, self.max_features, self.bn_axis_name, name="predictor")(x, train)
+        features = features.astype(jnp.float32)
         logits = Conv(self.num_regions, 7, self.pad, name="regions")(features)
         b, h, w, k = logits.shape
         heatmap = jax.nn.softmax((logits / self.temperature).reshape(b, h * w, k), axis=1).reshape(b, h, w, k)

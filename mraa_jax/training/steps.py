@@ -77,7 +77,8 @@ def reconstruction_step(
 
     vgg_params: VGG-19 parameters for the perceptual loss, or {} when its weights are 0.
     """
-    vgg_fn = (lambda x: VGG19Features().apply({"params": vgg_params}, x)) if vgg_params else None  # noqa: E731
+    vgg = VGG19Features(dtype=networks.compute_dtype)
+    vgg_fn = (lambda x: vgg.apply({"params": vgg_params}, x)) if vgg_params else None  # noqa: E731
     local_batch = source.shape[0]
     global_batch = local_batch * jax.lax.psum(1, AXIS)
     rng, key = jax.random.split(state.rng)

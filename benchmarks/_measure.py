@@ -1,0 +1,43 @@
+"""Shared by the benchmarks: peak memory, and one measurement run in a fresh process."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def peak_memory() -> dict:
+    """Peak RSS of this process so far (MiB) and, where the backend reports it (GPU), the
+    device's peak bytes in use (MiB; None on CPU, whose memory is the RSS)."""
+    import jax
+
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return {
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # ru_maxrss is KiB on Linux
+        "device_peak_mib": None if peak is None else round(peak / 2**20, 1),
+    }
+
+
+def run_isolated(script: str, args: list[str]) -> dict:
+    """Run `python script args` in a fresh process (its own compile caches and peak memory);
+    its last line of output is a JSON object, returned."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script} {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def table(rows: dict, columns: list[str]) -> str:
+    """A plain-text table: one row per name, the given columns."""
+    header = ["", *columns]
+    lines = [[name, *("-" if r.get(c) is None else str(r[c]) for c in columns)] for name, r in rows.items()]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(fmt.format(*line) for line in [header, *lines])

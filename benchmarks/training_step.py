@@ -1,0 +1,149 @@
+"""Seconds per training step of the reconstruction stage (forward + backward + Adam), random weights.
+
+    python benchmarks/training_step.py --config configs/vox256.py --size 256 --batch 2 --out step.json
+    python benchmarks/training_step.py --config configs/shapes.py --size 64 --batch 8 --dtype bfloat16
+
+The step is `mraa_jax.training.steps.build_reconstruction_step`, built as the trainer builds it
+(jit of shard_map over all devices, the state donated), fed the same random batch every step (no
+data loading). Two losses, each variant in a FRESH SUBPROCESS (its own compilation and peak memory):
+  l1          equivariance losses + L1: perceptual weights 0, train_params.loss_weights.l1 = 1
+  perceptual  equivariance losses + the config's perceptual pyramid, no L1 (train_params.scales; weights
+              10 per layer, the published configs', where the config's are all 0). The
+              VGG-19 parameters are RANDOMLY INITIALISED (no weights can be downloaded here): the
+              cost is that of the real loss, the loss values are not.
+Per variant: compile_s (jit lower + compile of the step, timed on its own), then --warmup untimed
+steps and --repeats timed steps: the MEDIAN step time is reported (step_s; examples_per_s = batch /
+median), with every time, and the losses of the first step. Memory: peak_rss_mib, the subprocess's
+peak resident set (model init and compilation included; ru_maxrss); on GPU device_peak_mib
+(memory_stats()'s peak_bytes_in_use, process-wide: what compilation allocated counts too); step_temp_mib and
+step_peak_mib, XLA's account of the compiled step (its temporaries; its peak with arguments and
+outputs). `donation_warnings` lists any "donated buffers were not usable" warning.
+--dtype sets model_params.compute_dtype (bfloat16: convs in bfloat16, VGG included). Prints a
+table and JSON (written to --out too).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+import warnings
+
+from _measure import peak_memory, run_isolated, table
+
+VARIANTS = ("l1", "perceptual")
+
+
+def measure(args) -> dict:
+    """One variant in this process: compile time, step times, peak memory."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from mraa_jax.config import load_config
+    from mraa_jax.losses import VGG19Features
+    from mraa_jax.model import build_networks, config_frame_shape, init_variables
+    from mraa_jax.training import steps
+
+    config = load_config(args.config)
+    config.dataset_params.frame_shape = [args.size, args.size, config.model_params.num_channels]
+    config.model_params.compute_dtype = args.dtype
+    tp = config.train_params
+    if args.variant == "l1":
+        tp.loss_weights.perceptual = [0] * len(tp.loss_weights.perceptual)
+        tp.loss_weights.l1 = 1.0
+    else:
+        tp.loss_weights.l1 = 0.0
+        if not any(tp.loss_weights.perceptual):  # e.g. configs/shapes.py: the published configs' weights
+            tp.loss_weights.perceptual = [10.0] * 5
+    sync_bn = bool(tp.get("use_sync_bn", False))
+    mesh = steps.make_mesh()
+    networks = build_networks(config.model_params, bn_axis_name=steps.AXIS if sync_bn else None)
+    optimizer = steps.adam(tp.lr)
+    variables = init_variables(networks, jax.random.PRNGKey(0), config_frame_shape(config))
+    state = steps.replicate(mesh, steps.init_train_state(variables, optimizer, jax.random.PRNGKey(1)))
+    vgg = {}
+    if args.variant == "perceptual":  # random VGG-19: its shapes do not depend on the image size
+        vgg = jax.jit(VGG19Features().init)(jax.random.PRNGKey(2), jnp.zeros((1, 32, 32, 3)))["params"]
+    vgg = steps.replicate(mesh, vgg)
+    rng = np.random.default_rng(0)
+    shape = (args.batch, args.size, args.size, config.model_params.num_channels)
+    source, driving = steps.shard_batch(mesh, rng.random(shape, np.float32), rng.random(shape, np.float32))
+    step = steps.build_reconstruction_step(networks, optimizer, tp.to_dict(), mesh, sync_bn)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        start = time.perf_counter()
+        compiled = step.lower(state, vgg, source, driving).compile()
+        compile_s = time.perf_counter() - start
+        times, first_losses = [], None
+        for i in range(args.warmup + args.repeats):
+            start = time.perf_counter()
+            state, metrics = compiled(state, vgg, source, driving)
+            jax.block_until_ready((state, metrics))
+            if i >= args.warmup:
+                times.append(time.perf_counter() - start)
+            first_losses = first_losses or {k: round(float(v), 5) for k, v in metrics.items()}
+    median = statistics.median(times)
+    memory = compiled.memory_analysis()
+    return {
+        "compile_s": round(compile_s, 2),
+        "step_s": round(median, 4),
+        "examples_per_s": round(args.batch / median, 2),
+        **peak_memory(),
+        # XLA's own account of the step program: its temporaries, and its peak (arguments, outputs, temporaries).
+        "step_temp_mib": round(memory.temp_size_in_bytes / 2**20, 1),
+        "step_peak_mib": round(memory.peak_memory_in_bytes / 2**20, 1),
+        "times_s": [round(t, 4) for t in times],
+        "first_step_losses": first_losses,
+        "loss_weights": tp.loss_weights.to_dict(),
+        "donation_warnings": sorted({str(w.message)[:200] for w in caught if "donat" in str(w.message).lower()}),
+        "device": str(jax.devices()[0]), "device_count": jax.device_count(), "jax": jax.__version__,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="configs/vox256.py")
+    parser.add_argument("--size", type=int, default=256, help="frame side (overrides the config's frame_shape)")
+    parser.add_argument("--batch", type=int, default=2, help="global batch (split over all devices)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="model_params.compute_dtype")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)  # internal: measure one variant here
+    args = parser.parse_args()
+
+    if args.variant:
+        print(json.dumps(measure(args)))
+        return
+    results = {}
+    for variant in args.variants.split(","):
+        if variant not in VARIANTS:
+            parser.error(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+        forwarded = ["--config", args.config, "--size", str(args.size), "--batch", str(args.batch), "--warmup", str(args.warmup),
+                     "--repeats", str(args.repeats), "--dtype", args.dtype, "--variant", variant]
+        results[variant] = run_isolated(__file__, forwarded)
+        print(f"{variant}: compiled in {results[variant]['compile_s']} s, {results[variant]['step_s']} s/step", flush=True)
+    first = next(iter(results.values()))
+    report = {
+        "config": args.config, "size": args.size, "batch": args.batch, "compute_dtype": args.dtype,
+        "warmup_steps": args.warmup, "repeats": args.repeats, "statistic": "median step time over repeats",
+        "vgg19": "randomly initialised (no weights downloaded): timing only",
+        "results": results,
+        "device": first["device"], "device_count": first["device_count"], "cpus": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(), "jax": first["jax"],
+    }
+    print(table(results, ["compile_s", "step_s", "examples_per_s", "peak_rss_mib", "device_peak_mib", "step_peak_mib"]))
+    text = json.dumps(report, indent=2)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
