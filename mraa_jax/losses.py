@@ -1,7 +1,7 @@
 """Training losses (spec section 9): perceptual pyramid, equivariance, AVD reconstruction."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -24,21 +24,25 @@ class VGG19Features(nn.Module):
     """VGG-19 activations relu1_1 ... relu5_1 of (B, H, W, 3) images in [0, 1].
 
     Parameters are named `features_<i>` after torchvision's `features.<i>`, so its
-    weight file converts mechanically (see `mraa_jax.vgg_weights`).
+    weight file converts mechanically (see `mraa_jax.vgg_weights`). `dtype`: compute
+    dtype of the convs (bfloat16 for speed); the activations are returned as float32.
     """
+
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> list[jax.Array]:
         from mraa_jax.modules.blocks import Conv
 
         x = (x - jnp.asarray(IMAGENET_MEAN, x.dtype)) / jnp.asarray(IMAGENET_STD, x.dtype)
+        x = x.astype(self.dtype)
         outputs = []
         for index, width in VGG19_CONVS:
             if index in VGG19_POOLS_BEFORE:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
             x = nn.relu(Conv(width, 3, 1, name=f"features_{index}")(x))
             if index in VGG19_OUTPUT_AFTER:
-                outputs.append(x)
+                outputs.append(x.astype(jnp.float32))
         return outputs
 
 
@@ -55,6 +59,20 @@ def perceptual_loss(vgg_fn, prediction: jax.Array, target: jax.Array, scales: Se
         for weight, f_pred, f_real in zip(weights, vgg_fn(pred), jax.lax.stop_gradient(vgg_fn(real))):
             if weight:
                 total = total + weight * jnp.mean(jnp.abs(f_pred - f_real))
+    return total
+
+
+def pyramid_l1(prediction: jax.Array, target: jax.Array, scales: Sequence[float]) -> jax.Array:
+    """sum over scales of mean|pred - target|, both downsampled as for the perceptual loss.
+
+    The stand-in for the perceptual loss without VGG weights: the coarse scales give
+    gradients that reach across large motions, which the full-resolution L1 lacks.
+    """
+    total = jnp.zeros((), jnp.float32)
+    for scale in scales:
+        pred = geometry.antialias_downsample(prediction, scale)
+        real = geometry.antialias_downsample(jax.lax.stop_gradient(target), scale)
+        total = total + jnp.mean(jnp.abs(pred - real))
     return total
 
 

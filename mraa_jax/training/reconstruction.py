@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import jax
-import jax.numpy as jnp
 
 from mraa_jax import losses
 from mraa_jax.model import Networks
@@ -28,8 +27,9 @@ def reconstruction_losses(
     params/batch_stats: {network: tree} for region_predictor, bg_predictor, generator.
     The region predictor runs on source, driving, then the transformed frame: its
     BatchNorm statistics move three times, as in the original. Loss terms with
-    weight 0 are skipped; `l1` (mean |prediction - driving|) is added when
-    loss_weights has a non-zero 'l1' (the perceptual loss's stand-in without VGG).
+    weight 0 are skipped; `l1` (mean |prediction - driving| summed over the pyramid
+    of `scales`) is added when loss_weights has a non-zero 'l1' (the perceptual
+    loss's stand-in without VGG).
     """
 
     def run(network, *args, stats):
@@ -49,7 +49,7 @@ def reconstruction_losses(
     if any(perceptual_weights):
         named["perceptual"] = losses.perceptual_loss(vgg_fn, prediction, driving, scales, perceptual_weights)
     if loss_weights.get("l1", 0):
-        named["l1"] = loss_weights["l1"] * jnp.mean(jnp.abs(prediction - driving))
+        named["l1"] = loss_weights["l1"] * losses.pyramid_l1(prediction, driving, scales)
     generated = dict(generated, source_params=source_params, driving_params=driving_params, bg_params=bg)
     if transform is not None and (loss_weights.get("equivariance_shift", 0) or loss_weights.get("equivariance_affine", 0)):
         transformed_frame = transform.transform_frame(driving)
