@@ -7,6 +7,7 @@ exactly those, including their border behaviour (see spec section 1).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -133,47 +134,59 @@ def avg_pool_2x(x: jax.Array) -> jax.Array:
     return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
 
 
-def antialias_kernel(scale: float) -> np.ndarray:
-    """The (k, k) Gaussian used before downsampling by `scale`; sums to 1.
-
-    sigma = (1/scale - 1)/2, k = 2*round(4 sigma) + 1 (Python's round), centred at (k-1)/2.
-    """
+def _antialias_1d(scale: float) -> np.ndarray:
+    """The normalised 1-D Gaussian whose outer product with itself is `antialias_kernel(scale)`."""
     sigma = (1.0 / scale - 1.0) / 2.0
     size = 2 * round(sigma * 4) + 1
     coords = np.arange(size, dtype=np.float32)
     mean = (size - 1) / 2
     one_d = np.exp(-((coords - mean) ** 2) / (2 * sigma**2)).astype(np.float32)
+    return one_d / one_d.sum()
+
+
+def antialias_kernel(scale: float) -> np.ndarray:
+    """The (k, k) Gaussian used before downsampling by `scale`; sums to 1.
+
+    sigma = (1/scale - 1)/2, k = 2*round(4 sigma) + 1 (Python's round), centred at (k-1)/2.
+    """
+    one_d = _antialias_1d(scale)
     kernel = one_d[:, None] * one_d[None, :]
     return (kernel / kernel.sum()).astype(np.float32)
 
 
-def antialias_downsample(x: jax.Array, scale: float) -> jax.Array:
-    """Blur (B, H, W, C) with `antialias_kernel(scale)` and keep every (1/scale)-th pixel.
+@functools.lru_cache(maxsize=None)
+def _antialias_matrix(size: int, scale: float) -> np.ndarray:
+    """(floor(size * scale), size): blur with zero padding k//2, then keep every (1/scale)-th sample."""
+    one_d = _antialias_1d(scale)
+    pad = one_d.size // 2
+    step = int(round(1.0 / scale))
+    matrix = np.zeros((int(size * scale), size), np.float32)
+    for row in range(matrix.shape[0]):
+        for tap, weight in enumerate(one_d):
+            column = row * step + tap - pad
+            if 0 <= column < size:
+                matrix[row, column] = weight
+    return matrix
 
-    Zero padding of k//2 on each side; scale == 1 is the identity. Computed as one
-    strided depthwise convolution, so only the kept pixels are evaluated.
+
+def antialias_downsample(x: jax.Array, scale: float) -> jax.Array:
+    """Blur (B, H, W, C) with `antialias_kernel(scale)` (zero padding of k//2) and keep every
+    (1/scale)-th pixel, as the original's strided depthwise convolution does.
+
+    scale == 1 is the identity. The Gaussian is separable, so this is two small matrix
+    products, one per axis, evaluated only at the kept pixels (a depthwise convolution,
+    and above all its gradient, is far slower on CPU).
     """
     if scale == 1:
         return x
     inv_scale = int(round(1.0 / scale))
     if not math.isclose(inv_scale * scale, 1.0, rel_tol=1e-6):
         raise ValueError(f"scale_factor must be 1/n for an integer n, got {scale}")
-    kernel = antialias_kernel(scale)
-    size = kernel.shape[0]
-    channels = x.shape[-1]
-    weights = jnp.asarray(np.tile(kernel[:, :, None, None], (1, 1, 1, channels)), x.dtype)
-    pad = size // 2
-    out = jax.lax.conv_general_dilated(
-        x,
-        weights,
-        window_strides=(inv_scale, inv_scale),
-        padding=[(pad, pad), (pad, pad)],
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=channels,
-        precision=jax.lax.Precision.HIGHEST,
-    )
-    # PyTorch's nearest interpolation keeps floor(H * scale) rows.
-    return out[:, : int(x.shape[1] * scale), : int(x.shape[2] * scale)]
+    rows = jnp.asarray(_antialias_matrix(x.shape[1], scale), x.dtype)
+    columns = jnp.asarray(_antialias_matrix(x.shape[2], scale), x.dtype)
+    highest = jax.lax.Precision.HIGHEST
+    out = jnp.einsum("oh,bhwc->bowc", rows, x, precision=highest)
+    return jnp.einsum("pw,bowc->bopc", columns, out, precision=highest)
 
 
 def apply_homogeneous(matrix: jax.Array, points: jax.Array) -> jax.Array:
