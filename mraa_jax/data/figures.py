@@ -1,7 +1,7 @@
 """Procedural clips of 2-D articulated figures: the content of the built-in synthetic dataset.
 
-A figure is an elliptical body with 3 to 5 limbs of one or two capsule segments (some end in
-a round blob), joined at pivots. Every segment turns about its pivot through its own angle
+A figure is an elliptical body with 3 or 4 thick limbs, most of one capsule segment, some of
+two (some end in a round blob), joined at pivots. Every segment turns about its pivot through its own angle
 over time (amplitudes of 30-65 degrees, so two frames of a clip differ by tens of degrees),
 the body tilts, and the whole figure travels across the frame along a smooth path chosen so
 that it always stays fully inside the frame (1.5 pixels of margin). Textures (stripes,
@@ -95,7 +95,7 @@ def _sample_figure(rng, dark_background: bool) -> list[_Part]:
     parts = [_Part("ellipse", (a, b), _palette(rng, dark_background, body_hue), _texture(rng), -1, (0.0, 0.0),
                    rng.uniform(0, 2 * np.pi), rng.uniform(np.radians(5), np.radians(20)), rng.uniform(0.3, 1.0),
                    rng.uniform(0, 2 * np.pi), layer=10)]
-    num_limbs = int(rng.integers(3, 6))
+    num_limbs = int(rng.integers(3, 5))
     offset = rng.uniform(0, 2 * np.pi)
     for k in range(num_limbs):
         alpha = offset + 2 * np.pi * (k + rng.uniform(-0.2, 0.2)) / num_limbs
@@ -103,8 +103,8 @@ def _sample_figure(rng, dark_background: bool) -> list[_Part]:
         normal = np.arctan2(np.sin(alpha) / b, np.cos(alpha) / a)
         layer = 0 if rng.random() < 0.7 else 20
         hue = body_hue if shared_palette else None
-        two_segments = rng.random() < 0.6
-        radius = rng.uniform(0.028, 0.046)
+        two_segments = rng.random() < 0.3
+        radius = rng.uniform(0.04, 0.06)
         length = rng.uniform(0.10, 0.16)
         blob = 0.0 if two_segments or rng.random() < 0.6 else radius * rng.uniform(1.4, 2.0)
         parts.append(_Part("capsule", (length, radius, blob), _palette(rng, dark_background, hue), _texture(rng), 0,
@@ -240,7 +240,7 @@ def render_clip(rng: np.random.Generator, num_frames: int = 32, size: int = 64) 
     parts = _sample_figure(rng, dark)
     tau = np.linspace(0.0, 1.0, num_frames) if num_frames > 1 else np.zeros(1)
     margin = MARGIN_PX / size
-    scale = rng.uniform(0.9, 1.3)
+    scale = rng.uniform(1.1, 1.5)
     for _ in range(40):  # shrink until the figure can travel MIN_TRAVEL inside the frame
         pos, ang = _poses(parts, scale, tau)
         lo, hi = _extent(parts, scale, pos, ang)

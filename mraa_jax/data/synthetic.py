@@ -2,7 +2,7 @@
 
 No download: every clip is generated from (seed, split, index), so the same arguments give
 the same bytes. Written once per parameter set to
-`<data_dir>/mraa_synthetic/s<size>_f<frames>_train<n>_test<m>_seed<seed>/1.0.0`.
+`<data_dir>/mraa_synthetic/s<size>_f<frames>_train<n>_test<m>_seed<seed>/<version>`.
 
     summary = build_synthetic_dataset("~/tensorflow_datasets")          # 1000 + 50 clips, 32 frames, 64x64
     train = open_split(summary.dataset_dir, "train")
@@ -43,8 +43,11 @@ def _params_from_name(name: str) -> dict:
 class MraaSynthetic(tfds.core.GeneratorBasedBuilder):
     """Procedural clips of 2-D articulated figures (train and test splits)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Figures with 3-5 limbs of 1-2 segments; one record per frame."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Figures with 3-5 limbs of 1-2 segments; one record per frame.",
+        "1.1.0": "Fewer, thicker, larger parts (3-4 limbs, 30% of two segments), so that a few regions can find them.",
+    }
     BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=config_name(**DEFAULTS), description="the default parameter set")]
     code_path = None  # nothing to download, so no checksums file (and tfds 4.9 needs importlib_resources to find one)
 
