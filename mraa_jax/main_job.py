@@ -75,6 +75,8 @@ def run_main_job(config, workdir, data_dir: str, *, seed: int = 0, max_steps: Op
 
     summary = runs.prepare_dataset(config, data_dir)
     test = _test_videos(summary)
+    if len(test) < 2:
+        raise ValueError(f"{summary.dataset_dir}: the main job needs at least 2 test videos (one to animate, one to drive it), found {len(test)}")
     times["dataset_s"] = time.perf_counter() - start
 
     tick = time.perf_counter()
