@@ -169,19 +169,49 @@ def _antialias_matrix(size: int, scale: float) -> np.ndarray:
     return matrix
 
 
-def antialias_downsample(x: jax.Array, scale: float) -> jax.Array:
-    """Blur (B, H, W, C) with `antialias_kernel(scale)` (zero padding of k//2) and keep every
-    (1/scale)-th pixel, as the original's strided depthwise convolution does.
-
-    scale == 1 is the identity. The Gaussian is separable, so this is two small matrix
-    products, one per axis, evaluated only at the kept pixels (a depthwise convolution,
-    and above all its gradient, is far slower on CPU).
-    """
-    if scale == 1:
-        return x
+def _check_scale(scale: float) -> None:
     inv_scale = int(round(1.0 / scale))
     if not math.isclose(inv_scale * scale, 1.0, rel_tol=1e-6):
         raise ValueError(f"scale_factor must be 1/n for an integer n, got {scale}")
+
+
+def antialias_downsample(x: jax.Array, scale: float) -> jax.Array:
+    """Blur (B, H, W, C) with `antialias_kernel(scale)` and keep every (1/scale)-th pixel.
+
+    Zero padding of k//2 on each side; scale == 1 is the identity. Computed as one
+    strided depthwise convolution, as the original does, so only the kept pixels are
+    evaluated. The networks use it on their inputs; the loss pyramids use
+    `antialias_downsample_separable`, whose gradient is much faster on CPU.
+    """
+    if scale == 1:
+        return x
+    _check_scale(scale)
+    kernel = antialias_kernel(scale)
+    size = kernel.shape[0]
+    channels = x.shape[-1]
+    weights = jnp.asarray(np.tile(kernel[:, :, None, None], (1, 1, 1, channels)), x.dtype)
+    pad = size // 2
+    stride = int(round(1.0 / scale))
+    out = jax.lax.conv_general_dilated(
+        x,
+        weights,
+        window_strides=(stride, stride),
+        padding=[(pad, pad), (pad, pad)],
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=channels,
+        precision=jax.lax.Precision.HIGHEST,
+    )
+    # PyTorch's nearest interpolation keeps floor(H * scale) rows.
+    return out[:, : int(x.shape[1] * scale), : int(x.shape[2] * scale)]
+
+
+def antialias_downsample_separable(x: jax.Array, scale: float) -> jax.Array:
+    """`antialias_downsample` as two small matrix products, one per axis (the Gaussian is
+    separable): equal up to float rounding, and its gradient is far faster on CPU than a
+    depthwise convolution's (it was half of a small model's training step)."""
+    if scale == 1:
+        return x
+    _check_scale(scale)
     rows = jnp.asarray(_antialias_matrix(x.shape[1], scale), x.dtype)
     columns = jnp.asarray(_antialias_matrix(x.shape[2], scale), x.dtype)
     highest = jax.lax.Precision.HIGHEST

@@ -54,8 +54,8 @@ def perceptual_loss(vgg_fn, prediction: jax.Array, target: jax.Array, scales: Se
     """
     total = jnp.zeros((), jnp.float32)
     for scale in scales:
-        pred = geometry.antialias_downsample(prediction, scale)
-        real = jax.lax.stop_gradient(geometry.antialias_downsample(target, scale))
+        pred = geometry.antialias_downsample_separable(prediction, scale)
+        real = jax.lax.stop_gradient(geometry.antialias_downsample_separable(target, scale))
         for weight, f_pred, f_real in zip(weights, vgg_fn(pred), jax.lax.stop_gradient(vgg_fn(real))):
             if weight:
                 total = total + weight * jnp.mean(jnp.abs(f_pred - f_real))
@@ -70,8 +70,8 @@ def pyramid_l1(prediction: jax.Array, target: jax.Array, scales: Sequence[float]
     """
     total = jnp.zeros((), jnp.float32)
     for scale in scales:
-        pred = geometry.antialias_downsample(prediction, scale)
-        real = geometry.antialias_downsample(jax.lax.stop_gradient(target), scale)
+        pred = geometry.antialias_downsample_separable(prediction, scale)
+        real = geometry.antialias_downsample_separable(jax.lax.stop_gradient(target), scale)
         total = total + jnp.mean(jnp.abs(pred - real))
     return total
 

@@ -54,6 +54,9 @@ def main():
     config.model_params.region_predictor_params.pca_based = False
     train_params = config.train_params.to_dict()
     train_params["loss_weights"]["l1"] = 1.0
+    # Full-resolution L1 only: the coarse scales of the L1 pyramid double the gradients,
+    # and with them how far float noise grows in three steps (to ~1.2e-5 at 2 devices).
+    train_params["scales"] = [1]
     sync_bn = not args.no_sync_bn
     networks = build_networks(config.model_params, bn_axis_name=steps.AXIS if sync_bn else None)
     # SGD, not Adam: Adam's update is about +-lr for any gradient near zero, so float
