@@ -41,3 +41,13 @@ def table(rows: dict, columns: list[str]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join(fmt.format(*line) for line in [header, *lines])
+
+
+def emit(report: dict, summary: str, out) -> None:
+    """Print the readable table and the JSON report; also write the JSON to `out` if given."""
+    print(summary)
+    text = json.dumps(report, indent=2)
+    if out:
+        with open(out, "w") as f:
+            f.write(text + "\n")
+    print(text)

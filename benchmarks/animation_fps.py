@@ -27,7 +27,7 @@ import platform
 import statistics
 import time
 
-from _measure import peak_memory, run_isolated, table
+from _measure import emit, peak_memory, run_isolated, table
 
 METHODS = ("batched", "chunk_1", "per_frame")
 
@@ -118,12 +118,7 @@ def main():
         "device": first["device"], "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
         "jax": first["jax"],
     }
-    print(table(results, ["compile_s", "median_s", "frames_per_s", "peak_rss_mib", "device_peak_mib"]))
-    text = json.dumps(report, indent=2)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    print(text)
+    emit(report, table(results, ["compile_s", "median_s", "frames_per_s", "peak_rss_mib", "device_peak_mib"]), args.out)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import statistics
 import time
 import warnings
 
-from _measure import peak_memory, run_isolated, table
+from _measure import emit, peak_memory, run_isolated, table
 
 VARIANTS = ("l1", "perceptual")
 
@@ -137,12 +137,7 @@ def main():
         "device": first["device"], "device_count": first["device_count"], "cpus": os.cpu_count(),
         "machine": platform.processor() or platform.machine(), "jax": first["jax"],
     }
-    print(table(results, ["compile_s", "step_s", "examples_per_s", "peak_rss_mib", "device_peak_mib", "step_peak_mib"]))
-    text = json.dumps(report, indent=2)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    print(text)
+    emit(report, table(results, ["compile_s", "step_s", "examples_per_s", "peak_rss_mib", "device_peak_mib", "step_peak_mib"]), args.out)
 
 
 if __name__ == "__main__":
