@@ -186,14 +186,14 @@ def test_figures_stay_inside_the_frame(clips):
 
 def test_figures_are_articulated_and_moving(clips):
     for clip in clips:
-        relative = clip.angles[:, 1:] - clip.angles[:, :1]  # limb segments relative to the body...
+        relative = clip.angles[:, 1:] - clip.angles[:, :1]  # limbs relative to the body...
         swing = np.degrees(relative.max(0) - relative.min(0))
         assert swing.max() > 45, "some limb must turn by tens of degrees over the clip"
         assert (swing > 20).sum() >= 2
         travel = np.abs(clip.centres.max(0) - clip.centres.min(0)).max()
         assert travel > 6, f"the body must travel noticeably ({travel:.1f} px)"
         parts = {int(p) for p in np.unique(clip.parts)} - {-1}
-        assert len(parts) >= 4  # body and at least three limb segments are visible
+        assert len(parts) >= 4  # body and at least three limbs are visible
         # copying the source frame is a poor reconstruction of a frame half a clip later: the pixels
         # whose figure coverage flips outnumber half the figure's area
         flipped = (np.abs(clip.masks[0] - clip.masks[8]) > 0.5).sum()

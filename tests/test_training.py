@@ -1,5 +1,6 @@
 """Training loops: resume equals an uninterrupted run, losses go down, a NaN stops training
-with the last checkpoint intact, and the perceptual loss refuses to start without VGG weights."""
+with the last checkpoint intact (or is skipped, up to a limit), and the perceptual loss
+refuses to start without VGG weights."""
 from __future__ import annotations
 
 import subprocess
@@ -54,7 +55,7 @@ def test_nan_stops_training_and_keeps_the_last_checkpoint(tmp_path, fixture_dir)
                 batch["driving"] = batch["driving"] * np.nan
             return batch
 
-    with pytest.raises(TrainingDiverged, match="non-finite loss at step 3.*last good checkpoint is step 2"):
+    with pytest.raises(TrainingDiverged, match="non-finite loss or gradient at step 3.*last good checkpoint is step 2"):
         train_reconstruction(config, tmp_path, PoisonedAfterTwo(videos, 4), steps_in_epoch=4)
     checkpoints = Checkpoints(tmp_path / "checkpoints" / "reconstruction")
     assert checkpoints.latest_step() == 2
@@ -62,6 +63,32 @@ def test_nan_stops_training_and_keeps_the_last_checkpoint(tmp_path, fixture_dir)
     state, progress = checkpoints.restore(template)
     assert int(state.step) == 2 and progress["data"] == {"position": 2}
     assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(state.params))
+
+
+def test_nonfinite_steps_are_skipped_up_to_the_limit(tmp_path, fixture_dir):
+    """skip_nonfinite_steps=1: a lone NaN batch is skipped (state unchanged), two in a row stop training."""
+    config = tiny_training_config()
+    config.train_params.skip_nonfinite_steps = 1
+    videos = tiny_videos()
+
+    class Poisoned(ArrayPairs):
+        def __next__(self):
+            batch = super().__next__()
+            if self.position in (3, 5, 6):  # the batches of steps 3, 5 and 6
+                batch["driving"] = batch["driving"] * np.nan
+            return batch
+
+    with pytest.raises(TrainingDiverged, match="at step 6.*2 such steps in a row, skip_nonfinite_steps allows 1"):
+        train_reconstruction(config, tmp_path, Poisoned(videos, 4), steps_in_epoch=8)
+    template = steps.init_train_state(MRAA.random(config).variables, steps.adam(1e-4), jax.random.PRNGKey(0))
+    state, _ = Checkpoints(tmp_path / "checkpoints" / "reconstruction").restore(template)
+    assert int(state.step) == 5
+    adam_counts = {int(x) for x in jax.tree_util.tree_leaves(state.opt_state) if np.ndim(x) == 0}
+    assert adam_counts == {3}  # the updates of steps 1, 2 and 4 only
+    assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves((state.params, state.batch_stats)))
+    log = (tmp_path / "log.txt").read_text()
+    assert "step 3: non-finite loss or gradient, update skipped (1 in a row)" in log
+    assert "step 5: non-finite loss or gradient, update skipped (1 in a row)" in log
 
 
 def test_perceptual_loss_needs_vgg_weights(tmp_path, fixture_dir):

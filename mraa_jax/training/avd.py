@@ -15,7 +15,7 @@ import optax
 from mraa_jax.losses import avd_loss
 from mraa_jax.model import Networks
 from mraa_jax.region_params import RegionParams
-from mraa_jax.training.steps import AXIS, TrainState, data_parallel
+from mraa_jax.training.steps import AXIS, TrainState, data_parallel, update_if_finite
 
 
 def rescale(params: RegionParams, scale: jax.Array) -> RegionParams:
@@ -54,11 +54,10 @@ def avd_step(
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(jax.lax.pcast(state.params, AXIS, to="varying"))
     grads = jax.lax.pmean(grads, AXIS)
     batch_stats = jax.lax.pmean({"avd_network": batch_stats}, AXIS)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
     metrics = {"avd": jax.lax.pmean(loss, AXIS)}
     metrics["total"] = metrics["avd"]
-    return TrainState(state.step + 1, params, batch_stats, opt_state, rng), metrics
+    state, metrics["skipped"] = update_if_finite(state, optimizer, grads, batch_stats, metrics["total"], rng)
+    return state, metrics
 
 
 def build_avd_step(networks: Networks, optimizer, avd_params: dict, mesh):

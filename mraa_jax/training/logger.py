@@ -42,6 +42,12 @@ class TrainingLogger:
         for name, value in values.items():
             self._writer.add_scalar(name, value, step)
 
+    def note(self, text: str) -> None:
+        """Append one line of text to log.txt (e.g. a skipped step)."""
+        if self.enabled:
+            with open(self.workdir / "log.txt", "a") as log:
+                log.write(text + "\n")
+
     def end_epoch(self, epoch: int, step: int, picture: np.ndarray | None = None, stage: str = "") -> dict[str, float]:
         """Append the epoch's mean losses to log.txt (the original's format) and save its picture."""
         means = {name: total / max(self._count, 1) for name, total in self._sums.items()}

@@ -99,10 +99,26 @@ def reconstruction_step(
     if not sync_bn:
         # Each device normalised with its own batch; keep one copy of the statistics.
         batch_stats = jax.lax.pmean(batch_stats, AXIS)
+    metrics = jax.lax.pmean(dict(named, total=total), AXIS)
+    state, metrics["skipped"] = update_if_finite(state, optimizer, grads, batch_stats, metrics["total"], rng)
+    return state, metrics
+
+
+def update_if_finite(state: TrainState, optimizer, grads, batch_stats, total: jax.Array, rng: jax.Array) -> tuple[TrainState, jax.Array]:
+    """The next state, and 0.0; or, when the (device-averaged) loss or a gradient is NaN or
+    infinite, the same params, statistics and optimiser state (step and rng still advance), and 1.0.
+
+    Skipping keeps one bad batch from poisoning the model; the trainer decides how many to allow.
+    """
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = jax.lax.pmean(dict(named, total=total), AXIS)
-    return TrainState(state.step + 1, params, batch_stats, opt_state, rng), metrics
+    finite = jnp.isfinite(total)
+    for leaf in jax.tree_util.tree_leaves(grads):
+        finite &= jnp.all(jnp.isfinite(leaf))
+    keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+    new_state = TrainState(state.step + 1, keep(params, state.params), keep(batch_stats, state.batch_stats),
+                           keep(opt_state, state.opt_state), rng)
+    return new_state, 1.0 - finite.astype(jnp.float32)
 
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:

@@ -49,12 +49,29 @@ def perceptual_weights(train_params) -> dict:
     return load_vgg19_params(path)
 
 
-def check_finite(metrics: dict[str, float], step: int, checkpoints: Checkpoints) -> None:
-    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
-    if bad:
-        latest = checkpoints.latest_step()
-        kept = f"the last good checkpoint is step {latest} in {checkpoints.directory}" if latest is not None else "no checkpoint was written yet"
-        raise TrainingDiverged(f"non-finite loss at step {step}: {bad}; training stopped, {kept}")
+class NonFiniteGuard:
+    """Allows at most `limit` steps in a row whose update the step skipped for a NaN or
+    infinite loss or gradient (the step leaves the state unchanged then); one more stops
+    training with TrainingDiverged, leaving the last good checkpoint in place."""
+
+    def __init__(self, limit: int, checkpoints: Checkpoints):
+        self.limit = int(limit)
+        self.checkpoints = checkpoints
+        self.in_a_row = 0
+
+    def skipped(self, metrics: dict[str, float], step: int) -> bool:
+        """Whether `step` was skipped (pops the step's 'skipped' flag); raises past the limit."""
+        bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+        if not (metrics.pop("skipped", 0.0) or bad):
+            self.in_a_row = 0
+            return False
+        self.in_a_row += 1
+        if self.in_a_row > self.limit:
+            latest = self.checkpoints.latest_step()
+            kept = f"the last good checkpoint is step {latest} in {self.checkpoints.directory}" if latest is not None else "no checkpoint was written yet"
+            raise TrainingDiverged(f"non-finite loss or gradient at step {step}: {bad or 'a gradient'}; training stopped "
+                                   f"({self.in_a_row} such steps in a row, skip_nonfinite_steps allows {self.limit}), {kept}")
+        return True
 
 
 def _next_position(progress: dict, steps_in_epoch: int, data_state) -> dict:
@@ -90,13 +107,16 @@ def _loop(
     max_steps: Optional[int] = None,
     progress: Optional[dict] = None,
     hook: Optional[Callable] = None,
+    skip_nonfinite_steps: int = 0,
 ) -> steps.TrainState:
     """Train until `num_epochs` (or `max_steps` total steps); resumes from `progress` if given.
 
     hook: called as hook(state, step, metrics) before the first step (metrics empty) and
     after every step; the scalars it returns are logged (e.g. a HeldOutTracker).
+    skip_nonfinite_steps: see NonFiniteGuard (0: stop at the first non-finite step).
     """
     progress = progress or {"epoch": 0, "step_in_epoch": 0, "data": data.get_state()}
+    guard = NonFiniteGuard(skip_nonfinite_steps, checkpoints)
     is_main = jax.process_index() == 0
     batch = None
     if hook is not None:
@@ -111,11 +131,14 @@ def _loop(
             state, metrics = step_fn(state, *frozen_args, source, driving)
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
             step = int(state.step)
-            check_finite(metrics, step, checkpoints)
+            skipped = guard.skipped(metrics, step)
+            if skipped:
+                logger.note(f"step {step}: non-finite loss or gradient, update skipped ({guard.in_a_row} in a row)")
+            else:
+                logger.step(step, metrics)
             progress = _next_position(progress, steps_in_epoch, data.get_state())
-            logger.step(step, metrics)
             if hook is not None:
-                logger.scalars(step, hook(state, step, metrics))
+                logger.scalars(step, hook(state, step, {} if skipped else metrics))
             bar.set_postfix({k: f"{v:.4f}" for k, v in metrics.items()})
             bar.update()
             checkpoints.save(step, state, progress)
@@ -221,6 +244,7 @@ def train_reconstruction(
         max_steps=max_steps,
         progress=progress,
         hook=hook,
+        skip_nonfinite_steps=tp.get("skip_nonfinite_steps", 0),
     )
     avd_is_random = not init_from or "avd_network" in meta.get("random_init", [])
     export_model(workdir / "model", config, state, {"avd_network": variables["avd_network"]}, {"random_init": ["avd_network"] if avd_is_random else []})
@@ -252,6 +276,7 @@ def train_avd(config, workdir, data: Iterator, *, steps_in_epoch: int, max_steps
         frozen_args=(steps.replicate(mesh, variables["region_predictor"]),),
         max_steps=max_steps,
         progress=progress,
+        skip_nonfinite_steps=ap.get("skip_nonfinite_steps", 0),
     )
     trained = {n: variables[n] for n in NETWORKS if n != "avd_network"}
     export_model(workdir / "model", config, state, trained, {"random_init": []}, overwrite=True)
