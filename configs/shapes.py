@@ -10,8 +10,8 @@ of training on 2 CPU cores: 3370 steps of batch 8 at about 0.12 s each, Adam at 
 Speed over width: the region and flow predictors see the frames at 16x16 and the
 generator starts at 8 channels, which makes a step 2.7x faster than 32x32 and 16
 channels and, at equal training time, reconstructs better (tuning sweep, README).
-At 16x16 a heatmap can collapse onto one pixel, whose covariance has no inverse: such a
-rare step is skipped rather than stopping training (skip_nonfinite_steps, at most 10 in a row).
+A step whose gradient is not finite (one of 11 tuning runs of this size had one) is
+skipped rather than stopping training (skip_nonfinite_steps: at most 10 in a row).
 """
 from mraa_jax.config import config_from_dict
 
