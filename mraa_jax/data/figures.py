@@ -8,8 +8,9 @@ that it always stays fully inside the frame (1.5 pixels of margin) and spans at 
 it on each axis. Textures (stripes,
 checks, gradients, spots) are painted in each part's own coordinates, so they move with the
 part: each part moves rigidly, which is what a region-based motion model should discover.
-Backgrounds are static (plain, gradient, waves, checks or stripes), dark with bright figures
-or light with darker ones. Rendering is 2x supersampled, so edges are anti-aliased.
+Backgrounds are static (plain, gradient, waves, checks or stripes, with checks and stripes
+at least 8 pixels wide at 64x64), dark with bright figures or light with darker ones.
+Rendering is 2x supersampled, so edges are anti-aliased.
 
     clip = render_clip(clip_rng(seed=0, split="train", index=7), num_frames=32, size=64)
     clip.frames  # uint8 (T, 64, 64, 3); clip.masks, clip.parts, clip.joints, clip.angles: ground truth
@@ -167,10 +168,10 @@ def _background(rng, dark: bool, xs, ys):
             m += np.sin(2 * np.pi * f * (np.cos(d) * xs + np.sin(d) * ys) + ph) / 3
         m = 0.5 + 0.5 * m
     elif kind == "checker":
-        f = rng.uniform(3, 8)
+        f = rng.uniform(1.5, 3)
         m = 0.5 + 0.5 * np.tanh(4 * np.sin(2 * np.pi * f * xs) * np.sin(2 * np.pi * f * ys))
     else:
-        d, f = rng.uniform(0, np.pi), rng.uniform(3, 10)
+        d, f = rng.uniform(0, np.pi), rng.uniform(1.5, 4)
         m = 0.5 + 0.5 * np.sin(2 * np.pi * f * (np.cos(d) * xs + np.sin(d) * ys))
     return (c1 * (1 - m[..., None]) + c2 * m[..., None]).astype(np.float32)
 
