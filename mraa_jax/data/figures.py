@@ -8,8 +8,10 @@ that it always stays fully inside the frame (1.5 pixels of margin) and spans at 
 it on each axis. Textures (stripes,
 checks, gradients, spots) are painted in each part's own coordinates, so they move with the
 part: each part moves rigidly, which is what a region-based motion model should discover.
-Backgrounds are static (plain, gradient, waves, checks or stripes, with checks and stripes
-at least 8 pixels wide at 64x64), dark with bright figures or light with darker ones.
+Backgrounds are static and smooth (plain, gradient, waves or soft stripes at least 8 pixels
+wide at 64x64), dark with bright figures or light with darker ones. No sharp-edged patterns:
+reproducing a static checkerboard measures how sharp a small generator is, not the motion
+(a main-job model scored 0.79 of copy-source L1 on them against 0.55 on plain ones).
 Rendering is 2x supersampled, so edges are anti-aliased.
 
     clip = render_clip(clip_rng(seed=0, split="train", index=7), num_frames=32, size=64)
@@ -155,7 +157,7 @@ def _background(rng, dark: bool, xs, ys):
     else:
         c1 = _hsv(rng.random(), rng.uniform(0, 0.35), rng.uniform(0.72, 0.95))
     c2 = np.clip(c1 * rng.uniform(0.6, 1.4) + rng.uniform(-0.08, 0.08, 3), 0, 1).astype(np.float32)
-    kind = rng.choice(["plain", "gradient", "waves", "checker", "stripes"])
+    kind = rng.choice(["plain", "gradient", "waves", "stripes"])
     if kind == "plain":
         m = np.zeros_like(xs)
     elif kind == "gradient":
@@ -167,9 +169,6 @@ def _background(rng, dark: bool, xs, ys):
             d, f, ph = rng.uniform(0, 2 * np.pi), rng.uniform(1, 4), rng.uniform(0, 2 * np.pi)
             m += np.sin(2 * np.pi * f * (np.cos(d) * xs + np.sin(d) * ys) + ph) / 3
         m = 0.5 + 0.5 * m
-    elif kind == "checker":
-        f = rng.uniform(1.5, 3)
-        m = 0.5 + 0.5 * np.tanh(4 * np.sin(2 * np.pi * f * xs) * np.sin(2 * np.pi * f * ys))
     else:
         d, f = rng.uniform(0, np.pi), rng.uniform(1.5, 4)
         m = 0.5 + 0.5 * np.sin(2 * np.pi * f * (np.cos(d) * xs + np.sin(d) * ys))

@@ -47,7 +47,7 @@ class MraaSynthetic(tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES = {
         "1.0.0": "Figures with 3-5 limbs of 1-2 segments; one record per frame.",
         "1.1.0": "Fewer, thicker, larger parts (3-4 limbs, 30% of two segments), so that a few regions can find them.",
-        "1.2.0": "Rigid one-segment limbs only, a longer path across the frame (at least 35% of it per axis), coarser background checks and stripes.",
+        "1.2.0": "Rigid one-segment limbs only, a longer path across the frame (at least 35% of it per axis), smooth backgrounds only (no checks; coarser stripes).",
     }
     BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=config_name(**DEFAULTS), description="the default parameter set")]
     code_path = None  # nothing to download, so no checksums file (and tfds 4.9 needs importlib_resources to find one)
