@@ -8,8 +8,8 @@ weights); an L1 pyramid over train_params.scales stands in. Sized for about 8 mi
 of training on 2 CPU cores: 2700 steps of batch 8 at about 0.15 s each, Adam at 1e-3
 (tried 2e-4 to 2e-3: 1e-3 learned fastest), divided by 10 for the last two epochs.
 Speed over width: the region and flow predictors see the frames at 16x16 and the
-generator starts at 8 channels, which makes a step 2.7x faster than 32x32 and 16
-channels and, at equal training time, reconstructs better (tuning sweep, README).
+generator starts at 8 channels, which makes a step 2.2x faster than 32x32 and 16
+channels (0.29 -> 0.133 s) and, at equal training time, reconstructs better (README).
 A step whose gradient is not finite (one of 11 tuning runs of this size had one) is
 skipped rather than stopping training (skip_nonfinite_steps: at most 10 in a row).
 """
