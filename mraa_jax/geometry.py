@@ -159,7 +159,7 @@ def _antialias_matrix(size: int, scale: float) -> np.ndarray:
     """(floor(size * scale), size): blur with zero padding k//2, then keep every (1/scale)-th sample."""
     one_d = _antialias_1d(scale)
     pad = one_d.size // 2
-    step = int(round(1.0 / scale))
+    step = _inverse_scale(scale)
     matrix = np.zeros((int(size * scale), size), np.float32)
     for row in range(matrix.shape[0]):
         for tap, weight in enumerate(one_d):
@@ -169,10 +169,12 @@ def _antialias_matrix(size: int, scale: float) -> np.ndarray:
     return matrix
 
 
-def _check_scale(scale: float) -> None:
+def _inverse_scale(scale: float) -> int:
+    """n for a scale of 1/n (the downsampling stride); anything else is an error."""
     inv_scale = int(round(1.0 / scale))
     if not math.isclose(inv_scale * scale, 1.0, rel_tol=1e-6):
         raise ValueError(f"scale_factor must be 1/n for an integer n, got {scale}")
+    return inv_scale
 
 
 def antialias_downsample(x: jax.Array, scale: float) -> jax.Array:
@@ -185,13 +187,12 @@ def antialias_downsample(x: jax.Array, scale: float) -> jax.Array:
     """
     if scale == 1:
         return x
-    _check_scale(scale)
+    stride = _inverse_scale(scale)
     kernel = antialias_kernel(scale)
     size = kernel.shape[0]
     channels = x.shape[-1]
     weights = jnp.asarray(np.tile(kernel[:, :, None, None], (1, 1, 1, channels)), x.dtype)
     pad = size // 2
-    stride = int(round(1.0 / scale))
     out = jax.lax.conv_general_dilated(
         x,
         weights,
@@ -211,7 +212,6 @@ def antialias_downsample_separable(x: jax.Array, scale: float) -> jax.Array:
     depthwise convolution's (it was half of a small model's training step)."""
     if scale == 1:
         return x
-    _check_scale(scale)
     rows = jnp.asarray(_antialias_matrix(x.shape[1], scale), x.dtype)
     columns = jnp.asarray(_antialias_matrix(x.shape[2], scale), x.dtype)
     highest = jax.lax.Precision.HIGHEST

@@ -5,9 +5,9 @@ round blob), joined to the body at pivots. Every limb turns about its pivot thro
 over time (amplitudes of 35-65 degrees, so two frames of a clip differ by tens of degrees),
 the body tilts, and the whole figure travels across the frame along a smooth path chosen so
 that it always stays fully inside the frame (1.5 pixels of margin) and spans at least 35% of
-it on each axis. Textures (stripes,
-checks, gradients, spots) are painted in each part's own coordinates, so they move with the
-part: each part moves rigidly, which is what a region-based motion model should discover.
+it on each axis. Textures (stripes, checks, gradients, spots) are painted in each part's own
+coordinates, so they move with the part: each part moves rigidly, which is what a
+region-based motion model should discover.
 Backgrounds are static and smooth (plain, gradient, waves or soft stripes at least 8 pixels
 wide at 64x64), dark with bright figures or light with darker ones. No sharp-edged patterns:
 reproducing a static checkerboard measures how sharp a small generator is, not the motion
