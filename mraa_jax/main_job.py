@@ -7,6 +7,7 @@ tensorboard/, train-vis/, model/):
     heldout.jsonl                  held-out L1 / copy-source L1 during training (HeldOutTracker)
     loss_curve.png                 that ratio and the training losses against training minutes
     eval/metrics.json              reconstruction scores of every test video, with the copy-source L1
+                                   (and, on the synthetic dataset, where the region centres sit: region_placement)
     animation/<source>-<driving>.mp4  a test figure animated by another test figure's clip
     summary.json                   where everything is, the scores and the wall times
 """
@@ -35,6 +36,14 @@ def _pipeline(summary, params, dataset_params, seed: int):
 
 def _test_videos(summary) -> list[dict]:
     return list(data.test_videos(data.open_split(summary.dataset_dir, "test")))
+
+
+def _synthetic_test_clips(config, count: int) -> list:
+    """The synthetic dataset's first `count` test clips, re-rendered with their part labels."""
+    from mraa_jax.data import figures, synthetic
+
+    params = {**synthetic.DEFAULTS, **{("num_frames" if k == "frames" else k): v for k, v in config.dataset_params.get("synthetic", {}).items()}}
+    return [figures.make_clip(params["seed"], "test", i, params["num_frames"], params["size"]) for i in range(count)]
 
 
 def plot_curves(records: list[dict], path) -> Path:
@@ -66,6 +75,7 @@ def run_main_job(config, workdir, data_dir: str, *, seed: int = 0, max_steps: Op
     """Everything in the module docstring; returns (and writes to summary.json) what was produced."""
     import mraa_jax
     from mraa_jax.evaluation import runs
+    from mraa_jax.evaluation.region_placement import region_placement
     from mraa_jax.training.trainer import train_avd, train_reconstruction
 
     workdir = Path(workdir)
@@ -98,6 +108,8 @@ def run_main_job(config, workdir, data_dir: str, *, seed: int = 0, max_steps: Op
     scores = runs.reconstruct(model, test, workdir / "eval", chunk_size=32)
     copy_l1 = copy_source_l1(np.stack([v["video"] for v in test]))
     scores.update(copy_source_l1=copy_l1, l1_ratio_to_copy_source=scores["overall"]["l1"] / copy_l1)
+    if config.dataset_params.root_dir == "synthetic":
+        scores["region_placement"] = region_placement(model, _synthetic_test_clips(config, len(test)))
     (workdir / "eval" / "metrics.json").write_text(json.dumps(scores, indent=2))
     times["evaluation_s"] = time.perf_counter() - tick
 
@@ -122,11 +134,21 @@ def run_main_job(config, workdir, data_dir: str, *, seed: int = 0, max_steps: Op
             "l1_ratio_to_copy_source": scores["l1_ratio_to_copy_source"], "psnr": scores["overall"].get("psnr"),
             "ssim": scores["overall"].get("ssim"),
         },
+        "region_placement": scores.get("region_placement"),
         "animation_mode": mode,
         "seconds": {k: round(v, 1) for k, v in times.items()},
     }
     (workdir / "summary.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def _placement_line(r: dict) -> str:
+    def show(name, spec):
+        return "n/a" if r[name] is None else format(r[name], spec)
+
+    return (f"regions ({r['frames']} test frames): {show('centres_on_figure', '.0%')} of centres on the figures,"
+            f" {show('centres_on_limbs', '.0%')} on limbs; {show('limb_coverage', '.0%')} of limbs hold a centre;"
+            f" centre spread {show('centre_spread_px', '.1f')} px (figure {show('figure_spread_px', '.1f')} px)")
 
 
 def format_summary(result: dict) -> str:
@@ -138,6 +160,10 @@ def format_summary(result: dict) -> str:
         "scores (reconstruction of the held-out test videos):",
         f"  L1 {s['l1']:.4f}   copy-source L1 {s['copy_source_l1']:.4f}   ratio {s['l1_ratio_to_copy_source']:.3f}"
         f"   PSNR {s['psnr']:.2f}   SSIM {s['ssim']:.3f}   ({s['test_videos']} videos)",
+    ]
+    if result.get("region_placement"):
+        lines.append(_placement_line(result["region_placement"]))
+    lines += [
         "wall time: " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in t.items()),
     ]
     return "\n".join(lines)

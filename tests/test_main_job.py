@@ -57,5 +57,9 @@ def test_main_job_writes_every_output(tmp_path):
     scores = json.loads((run / "eval" / "metrics.json").read_text())
     assert scores["num_videos"] == 2
     assert scores["l1_ratio_to_copy_source"] == scores["overall"]["l1"] / scores["copy_source_l1"]
+    placement = summary["region_placement"]
+    assert placement == scores["region_placement"] and placement["frames"] == 2 * 2  # every 4th of 6 frames, 2 videos
+    assert 0 <= placement["centres_on_figure"] <= 1 and placement["figure_spread_px"] > 0
+    assert f"centre spread {placement['centre_spread_px']:.1f} px" in result.stdout
     frames = iio.imread(summary["outputs"]["animation"])
     assert frames.ndim == 4 and frames.shape[0] == 6  # one visualisation frame per driving frame
