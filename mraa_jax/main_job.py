@@ -42,8 +42,11 @@ def _synthetic_test_clips(config, count: int) -> list:
     """The synthetic dataset's first `count` test clips, re-rendered with their part labels."""
     from mraa_jax.data import figures, synthetic
 
-    params = {**synthetic.DEFAULTS, **{("num_frames" if k == "frames" else k): v for k, v in config.dataset_params.get("synthetic", {}).items()}}
-    return [figures.make_clip(params["seed"], "test", i, params["num_frames"], params["size"]) for i in range(count)]
+    given = dict(config.dataset_params.get("synthetic", {}))  # build_synthetic_dataset's arguments
+    seed = given.get("seed", synthetic.DEFAULTS["seed"])
+    frames = given.get("frames", synthetic.DEFAULTS["num_frames"])
+    size = given.get("size", synthetic.DEFAULTS["size"])
+    return [figures.make_clip(seed, "test", i, frames, size) for i in range(count)]
 
 
 def plot_curves(records: list[dict], path) -> Path:
