@@ -21,6 +21,7 @@ import numpy as np
 
 
 def _rms_spread(points: np.ndarray) -> float:
+    """RMS distance of (N, 2) points from their mean."""
     return float(np.sqrt(((points - points.mean(0)) ** 2).sum(-1).mean()))
 
 
@@ -31,7 +32,7 @@ def placement_scores(centres_px: np.ndarray, parts: np.ndarray) -> dict:
     height, width = parts.shape[1:]
     columns = np.clip(np.round(centres_px[..., 0]).astype(int), 0, width - 1)
     rows = np.clip(np.round(centres_px[..., 1]).astype(int), 0, height - 1)
-    hits = np.take_along_axis(parts.reshape(len(parts), -1), rows * width + columns, axis=1)  # (T, K) part under each centre
+    hits = parts[np.arange(len(parts))[:, None], rows, columns]  # (T, K): the part under each centre
     coverage, centre_spread, figure_spread = [], [], []
     for labels, hit, centres in zip(parts, hits, centres_px):
         limbs = set(np.unique(labels[labels >= 1]).tolist())
