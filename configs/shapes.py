@@ -10,6 +10,10 @@ of training on 2 CPU cores: 2700 steps of batch 8 at about 0.15 s each, Adam at 
 Speed over width: the region and flow predictors see the frames at 16x16 and the
 generator starts at 8 channels, which makes a step 2.2x faster than 32x32 and 16
 channels (0.29 -> 0.133 s) and, at equal training time, reconstructs better (README).
+Equivariance losses at weight 1, not the published configs' 10: next to the small L1 pyramid
+(about 0.12) they dominated the loss at 10 and drew every region onto one point of the body (a
+broad heatmap over the whole figure is the most equivariant); at 1 the regions spread over the
+figure and reconstruction is as good (README).
 A step whose gradient is not finite (one of 11 tuning runs of this size had one) is
 skipped rather than stopping training (skip_nonfinite_steps: at most 10 in a row).
 """
@@ -49,7 +53,7 @@ def get_config():
             "num_epochs": 9, "num_repeats": 8, "epoch_milestones": [7], "lr": 1.0e-3, "batch_size": 8,
             "scales": [1, 0.5, 0.25, 0.125], "checkpoint_every_steps": 500, "skip_nonfinite_steps": 10,
             "transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5},
-            "loss_weights": {"perceptual": [0, 0, 0, 0, 0], "l1": 1.0, "equivariance_shift": 10, "equivariance_affine": 10},
+            "loss_weights": {"perceptual": [0, 0, 0, 0, 0], "l1": 1.0, "equivariance_shift": 1, "equivariance_affine": 1},
         },
         "train_avd_params": {
             "num_epochs": 2, "num_repeats": 4, "epoch_milestones": [], "lr": 1.0e-3, "batch_size": 32,
