@@ -5,7 +5,7 @@
 The main job's config (README, Quickstart). Needs no download: the dataset is generated
 on first use into --data_dir. The perceptual loss is off (it needs ImageNet VGG-19
 weights); an L1 pyramid over train_params.scales stands in. Sized for about 8 minutes
-of training on 2 CPU cores: 2700 steps of batch 8 at about 0.15 s each, Adam at 1e-3
+of training on 2 CPU cores: 2400 steps of batch 8 at about 0.15-0.19 s each, Adam at 1e-3
 (tried 2e-4 to 2e-3: 1e-3 learned fastest), divided by 10 for the last two epochs.
 Speed over width: the region and flow predictors see the frames at 16x16 and the
 generator starts at 8 channels, which makes a step 2.2x faster than 32x32 and 16
@@ -50,7 +50,7 @@ def get_config():
             "avd_network_params": {"id_bottle_size": 32, "pose_bottle_size": 32},
         },
         "train_params": {
-            "num_epochs": 9, "num_repeats": 8, "epoch_milestones": [7], "lr": 1.0e-3, "batch_size": 8,
+            "num_epochs": 8, "num_repeats": 8, "epoch_milestones": [6], "lr": 1.0e-3, "batch_size": 8,
             "scales": [1, 0.5, 0.25, 0.125], "checkpoint_every_steps": 500, "skip_nonfinite_steps": 10,
             "transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5},
             "loss_weights": {"perceptual": [0, 0, 0, 0, 0], "l1": 1.0, "equivariance_shift": 1, "equivariance_affine": 1},
