@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from mraa_jax import geometry
+from mraa_jax.modules.conv import conv2d
 
 
 def _uniform(bound: float):
@@ -43,9 +44,7 @@ class Conv(nn.Module):
         bound = 1.0 / math.sqrt(x.shape[-1] * k * k)
         kernel = self.param("kernel", self.kernel_init or _uniform(bound), (k, k, x.shape[-1], self.features))
         bias = self.param("bias", self.bias_init or _uniform(bound), (self.features,))
-        pad = [(self.padding, self.padding)] * 2
-        y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return y + bias.astype(x.dtype)
+        return conv2d(x, kernel.astype(x.dtype), self.padding) + bias.astype(x.dtype)
 
 
 class Linear(nn.Module):

@@ -1,0 +1,82 @@
+"""Stride-1 2-D convolution (NHWC, HWIO) whose kernel gradient is fast on CPU.
+
+XLA:CPU computes a convolution's kernel gradient as a convolution with the image as
+the kernel, which on large layers runs at 15-45 GFLOP/s against 150-190 GFLOP/s for the
+forward pass (2 cores; vox256's 256x256 and 128x128 layers at batch 2). For such layers
+`conv2d` computes that gradient instead as one matrix product per kernel tap: the input
+shifted by the tap, (N*H*W, C)^T, times the output gradient, (N*H*W, F). That is the same
+sum in another order, 2-4x faster there (1090 -> 300 ms for the 256x256, 64 -> 128
+channel layer). The input gradient keeps XLA's rule, and on other backends (cuDNN on
+GPU) so does the kernel gradient.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+# Where the per-tap products won on CPU (benchmarked layer by layer): kernels up to 3x3,
+# at least 8192 kernel columns (C*F, e.g. 64 -> 128 channels) and 32768 output rows
+# (N*H*W, e.g. 2 images of 128x128). On smaller layers XLA's own gradient is as fast or
+# up to 3x faster (2 images of 128x128, 32 -> 64 channels: 15 against 46 ms).
+MAX_TAPS = 9
+MIN_KERNEL_COLUMNS = 8192
+MIN_OUTPUT_ROWS = 32768
+
+
+def _xla_conv(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), [(padding, padding)] * 2, dimension_numbers=_DIMENSIONS)
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
+    """Convolution with stride 1 and `padding` zeros on each side; x (N, H, W, C), kernel (kh, kw, C, F)."""
+    if uses_tap_gradient(x.shape, kernel.shape, padding):
+        return _conv_tap_gradient(x, kernel, padding)
+    return _xla_conv(x, kernel, padding)
+
+
+def uses_tap_gradient(x_shape, kernel_shape, padding: int) -> bool:
+    """Whether `conv2d` computes this layer's kernel gradient tap by tap (on CPU)."""
+    kh, kw, channels, features = kernel_shape
+    out_rows = x_shape[0] * (x_shape[1] + 2 * padding - kh + 1) * (x_shape[2] + 2 * padding - kw + 1)
+    return kh * kw <= MAX_TAPS and channels * features >= MIN_KERNEL_COLUMNS and out_rows >= MIN_OUTPUT_ROWS
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_tap_gradient(x, kernel, padding):
+    return _xla_conv(x, kernel, padding)
+
+
+def _forward(x, kernel, padding):
+    return _xla_conv(x, kernel, padding), (x, kernel)
+
+
+def _backward(padding, residuals, out_grad):
+    x, kernel = residuals
+    _, input_vjp = jax.vjp(lambda x: _xla_conv(x, kernel, padding), x)
+    (x_grad,) = input_vjp(out_grad)
+    kernel_grad = jax.lax.platform_dependent(
+        x, out_grad,
+        cpu=functools.partial(kernel_grad_by_taps, kernel_shape=kernel.shape, padding=padding),
+        default=lambda x, g: jax.vjp(lambda k: _xla_conv(x, k, padding), kernel)[1](g)[0],
+    )
+    return x_grad, kernel_grad
+
+
+_conv_tap_gradient.defvjp(_forward, _backward)
+
+
+def kernel_grad_by_taps(x: jax.Array, out_grad: jax.Array, kernel_shape, padding: int) -> jax.Array:
+    """d(loss)/d(kernel) of `_xla_conv(x, kernel, padding)` given d(loss)/d(output): for each tap
+    (i, j), sum over batch and pixels of x shifted by (i, j) times the output gradient."""
+    kh, kw, channels, features = kernel_shape
+    padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    height, width = out_grad.shape[1:3]
+    grad_rows = out_grad.reshape(-1, features)
+    taps = [
+        jnp.dot(padded[:, i:i + height, j:j + width, :].reshape(-1, channels).T, grad_rows, preferred_element_type=jnp.float32)
+        for i in range(kh) for j in range(kw)
+    ]
+    return jnp.stack(taps).reshape(kernel_shape).astype(x.dtype)

@@ -1,0 +1,50 @@
+"""conv2d: XLA's convolution, with a hand-written kernel gradient on CPU for large layers."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mraa_jax.modules.conv import _xla_conv, conv2d, uses_tap_gradient
+
+
+def test_layer_choice():
+    assert uses_tap_gradient((2, 256, 256, 64), (3, 3, 64, 128), 1)  # vox256 generator, batch 2
+    assert uses_tap_gradient((8, 64, 64, 128), (3, 3, 128, 128), 1)
+    assert not uses_tap_gradient((2, 256, 256, 64), (7, 7, 64, 3), 3)  # 7x7 output layer
+    assert not uses_tap_gradient((2, 128, 128, 32), (3, 3, 32, 64), 1)  # few channels
+    assert not uses_tap_gradient((2, 64, 64, 256), (3, 3, 256, 256), 1)  # few rows
+    assert not uses_tap_gradient((2, 128, 128, 64), (3, 3, 64, 128), 0)  # 126x126 output: 31752 rows
+
+
+@pytest.mark.parametrize("padding", [1, 0, 2])
+def test_tap_gradient_matches_xla(padding):
+    size = 128 if padding == 1 else 130  # at least 32768 output rows at batch 2
+    rng = np.random.default_rng(padding)
+    x = jnp.asarray(rng.normal(size=(2, size, size, 64)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 64, 128)) * 0.05, jnp.float32)
+    assert uses_tap_gradient(x.shape, kernel.shape, padding)
+    out, ours = jax.vjp(lambda x, k: conv2d(x, k, padding), x, kernel)
+    ref_out, xla = jax.vjp(lambda x, k: _xla_conv(x, k, padding), x, kernel)
+    np.testing.assert_array_equal(out, ref_out)  # the forward pass is XLA's
+    grad = jnp.asarray(rng.normal(size=out.shape), jnp.float32)
+    (x_grad, kernel_grad), (ref_x_grad, ref_kernel_grad) = ours(grad), xla(grad)
+    np.testing.assert_array_equal(x_grad, ref_x_grad)
+    # Sums of 32768 products each, in another order: float32 rounding only.
+    np.testing.assert_allclose(kernel_grad, ref_kernel_grad, rtol=0, atol=2e-5 * float(jnp.abs(ref_kernel_grad).max()))
+    assert float(jnp.abs(kernel_grad - ref_kernel_grad).max()) > 0  # the taps were used, not XLA's rule
+
+
+def test_tap_gradient_in_bfloat16():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 128, 128, 64)), jnp.bfloat16)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 64, 128)) * 0.05, jnp.float32)
+
+    def loss(conv, k):
+        return jnp.sum(conv(x, k.astype(jnp.bfloat16), 1).astype(jnp.float32) ** 2)
+
+    ours = jax.grad(lambda k: loss(conv2d, k))(kernel)
+    ref = jax.grad(lambda k: loss(_xla_conv, k))(kernel)
+    assert ours.dtype == jnp.float32
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-2 * float(jnp.abs(ref).max()))
