@@ -70,13 +70,17 @@ _conv_tap_gradient.defvjp(_forward, _backward)
 
 def kernel_grad_by_taps(x: jax.Array, out_grad: jax.Array, kernel_shape, padding: int) -> jax.Array:
     """d(loss)/d(kernel) of `_xla_conv(x, kernel, padding)` given d(loss)/d(output): for each tap
-    (i, j), sum over batch and pixels of x shifted by (i, j) times the output gradient."""
+    (i, j), the input shifted by (i, j) times the output gradient, summed over batch and pixels.
+    The taps run one after another (a loop, not nine independent products), so that only one
+    shifted copy of the input is alive at a time."""
     kh, kw, channels, features = kernel_shape
     padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    height, width = out_grad.shape[1:3]
+    window_shape = (x.shape[0], *out_grad.shape[1:3], channels)
     grad_rows = out_grad.reshape(-1, features)
-    taps = [
-        jnp.dot(padded[:, i:i + height, j:j + width, :].reshape(-1, channels).T, grad_rows, preferred_element_type=jnp.float32)
-        for i in range(kh) for j in range(kw)
-    ]
-    return jnp.stack(taps).reshape(kernel_shape).astype(x.dtype)
+    offsets = jnp.array([(i, j) for i in range(kh) for j in range(kw)])
+
+    def tap(offset):
+        window = jax.lax.dynamic_slice(padded, (0, offset[0], offset[1], 0), window_shape)
+        return jnp.dot(window.reshape(-1, channels).T, grad_rows, preferred_element_type=jnp.float32)
+
+    return jax.lax.map(tap, offsets).reshape(kernel_shape).astype(x.dtype)
