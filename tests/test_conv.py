@@ -48,3 +48,26 @@ def test_tap_gradient_in_bfloat16():
     ref = jax.grad(lambda k: loss(_xla_conv, k))(kernel)
     assert ours.dtype == jnp.float32
     np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-2 * float(jnp.abs(ref).max()))
+
+
+def test_tap_gradient_of_a_replicated_kernel_under_shard_map():
+    """A kernel the same on every device (not cast to varying, like VGG-19's in the perceptual
+    loss) gets its gradient summed over the devices, as XLA's own rule gives it."""
+    from jax.sharding import PartitionSpec as P
+
+    from mraa_jax.training.steps import AXIS, make_mesh
+
+    mesh = make_mesh(jax.devices()[:1])
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(2, 128, 128, 64)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 64, 128)) * 0.05, jnp.float32)
+
+    def kernel_grad(conv):
+        def per_device(x, kernel):
+            grad = jax.grad(lambda k: jnp.sum(conv(x, k, 1) ** 2))(kernel)
+            return jax.lax.pmean(grad, AXIS)
+
+        return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(AXIS), P()), out_specs=P()))(x, kernel)
+
+    ours, ref = kernel_grad(conv2d), kernel_grad(_xla_conv)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-5 * float(jnp.abs(ref).max()))

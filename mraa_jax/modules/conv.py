@@ -57,10 +57,17 @@ def _backward(padding, residuals, out_grad):
     x, kernel = residuals
     _, input_vjp = jax.vjp(lambda x: _xla_conv(x, kernel, padding), x)
     (x_grad,) = input_vjp(out_grad)
+    def taps(x, g):
+        grad = kernel_grad_by_taps(x, g, kernel.shape, padding)
+        # Under shard_map, a kernel that is the same on every device (VGG-19's in the
+        # perceptual loss) must get the sum of the devices' gradients, as XLA's rule gives
+        # it: the transpose of "kernel used where x varies" does that sum (and is the
+        # identity when the kernel varies like x, or outside shard_map).
+        _, as_kernel_cotangent = jax.vjp(lambda k: k + 0 * jax.lax.stop_gradient(grad), kernel)
+        return as_kernel_cotangent(grad)[0]
+
     kernel_grad = jax.lax.platform_dependent(
-        x, out_grad,
-        cpu=functools.partial(kernel_grad_by_taps, kernel_shape=kernel.shape, padding=padding),
-        default=lambda x, g: jax.vjp(lambda k: _xla_conv(x, k, padding), kernel)[1](g)[0],
+        x, out_grad, cpu=taps, default=lambda x, g: jax.vjp(lambda k: _xla_conv(x, k, padding), kernel)[1](g)[0]
     )
     return x_grad, kernel_grad
 
