@@ -1,0 +1,73 @@
+"""One convolution layer's gradients: XLA's own kernel gradient against mraa_jax's per-tap one.
+
+    python benchmarks/conv_gradient.py --batch 2 --size 256 --channels 64 --features 128 --kernel 3
+
+Random input (batch, size, size, channels) and output gradient; a 'SAME'-padded stride-1
+convolution to `features` channels with a kernel x kernel kernel. Times, each jitted, warmed up
+once and then the median of --repeats calls: the forward pass, XLA's input gradient, XLA's
+kernel gradient and `mraa_jax.modules.conv.kernel_grad_by_taps` (what `conv2d` uses on CPU
+when `uses_tap_gradient` says so, which is printed too). Prints JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import jax
+import numpy as np
+
+from mraa_jax.modules.conv import _xla_conv, kernel_grad_by_taps, uses_tap_gradient
+
+
+def median_seconds(fn, args, repeats: int) -> float:
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--channels", type=int, default=64)
+    parser.add_argument("--features", type=int, default=128)
+    parser.add_argument("--kernel", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    padding = args.kernel // 2
+    x = rng.random((args.batch, args.size, args.size, args.channels), np.float32)
+    kernel = rng.random((args.kernel, args.kernel, args.channels, args.features), np.float32)
+    out_grad = rng.random((args.batch, args.size, args.size, args.features), np.float32)
+
+    def xla_input_grad(x, g):
+        return jax.vjp(lambda x: _xla_conv(x, kernel, padding), x)[1](g)[0]
+
+    def xla_kernel_grad(x, g):
+        return jax.vjp(lambda k: _xla_conv(x, k, padding), kernel)[1](g)[0]
+
+    variants = {
+        "forward": (jax.jit(lambda x, k: _xla_conv(x, k, padding)), (x, kernel)),
+        "xla_input_grad": (jax.jit(xla_input_grad), (x, out_grad)),
+        "xla_kernel_grad": (jax.jit(xla_kernel_grad), (x, out_grad)),
+        "tap_kernel_grad": (jax.jit(lambda x, g: kernel_grad_by_taps(x, g, kernel.shape, padding)), (x, out_grad)),
+    }
+    flop = 2 * args.batch * args.size ** 2 * args.channels * args.features * args.kernel ** 2
+    report = {"layer": vars(args), "gflop": round(flop / 1e9, 2),
+              "conv2d_uses_tap_gradient": uses_tap_gradient(x.shape, kernel.shape, padding),
+              "device": str(jax.devices()[0]), "jax": jax.__version__}
+    for name, (fn, fn_args) in variants.items():
+        seconds = median_seconds(fn, fn_args, args.repeats)
+        report[name] = {"median_s": round(seconds, 4), "gflop_per_s": round(flop / seconds / 1e9, 1)}
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
