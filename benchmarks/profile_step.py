@@ -2,8 +2,8 @@
 
     python benchmarks/profile_step.py --config configs/vox256.py --size 256 --batch 2 --top 25
 
-Builds the reconstruction step as benchmarks/training_step.py does (loss: equivariance + L1,
-perceptual weights 0; random weights), runs --warmup untimed steps, then traces one step
+Builds the reconstruction step with benchmarks/training_step.py's `build_step` (its `l1`
+variant: equivariance + L1; random weights), runs --warmup untimed steps, then traces one step
 (`jax.profiler.trace`, a Perfetto trace written under --trace_dir). Prints the traced step's
 wall time, the op time summed by kind of XLA op (the fusion kind: convolutions and matrix
 products are `ynn_fusion`/`convolution` on CPU), and the --top ops with the model code each
@@ -21,34 +21,10 @@ import re
 import tempfile
 import time
 
+from training_step import build_step
+
 # Trace events that wrap ops rather than being ops.
-WRAPPERS = ("ThunkExecutor", "$", "SlinkyThreadPool")
-
-
-def build_step(config_path: str, size: int, batch: int):
-    """The reconstruction step and its inputs (state, vgg, source, driving), as the trainer builds them."""
-    import jax
-    import numpy as np
-
-    from mraa_jax.config import load_config
-    from mraa_jax.model import build_networks, config_frame_shape, init_variables
-    from mraa_jax.training import steps
-
-    config = load_config(config_path)
-    config.dataset_params.frame_shape = [size, size, config.model_params.num_channels]
-    tp = config.train_params
-    tp.loss_weights.perceptual = [0] * len(tp.loss_weights.perceptual)
-    tp.loss_weights.l1 = 1.0
-    mesh = steps.make_mesh()
-    networks = build_networks(config.model_params)
-    optimizer = steps.adam(tp.lr)
-    variables = init_variables(networks, jax.random.PRNGKey(0), config_frame_shape(config))
-    state = steps.replicate(mesh, steps.init_train_state(variables, optimizer, jax.random.PRNGKey(1)))
-    rng = np.random.default_rng(0)
-    shape = (batch, size, size, config.model_params.num_channels)
-    source, driving = steps.shard_batch(mesh, rng.random(shape, np.float32), rng.random(shape, np.float32))
-    step = steps.build_reconstruction_step(networks, optimizer, tp.to_dict(), mesh, False)
-    return step, (state, steps.replicate(mesh, {}), source, driving)
+WRAPPERS = ("ThunkExecutor", "$", "SlinkyThreadPool", "PjitFunction")
 
 
 def op_times(trace_dir: str) -> collections.Counter:
@@ -76,7 +52,7 @@ def main():
 
     import jax
 
-    step, inputs = build_step(args.config, args.size, args.batch)
+    step, inputs, _ = build_step(args.config, args.size, args.batch, "float32", "l1")
     compiled = step.lower(*inputs).compile()
     state, rest = inputs[0], inputs[1:]
     for _ in range(args.warmup):

@@ -36,8 +36,9 @@ from _measure import emit, peak_memory, run_isolated, table
 VARIANTS = ("l1", "perceptual")
 
 
-def measure(args) -> dict:
-    """One variant in this process: compile time, step times, peak memory."""
+def build_step(config_path: str, size: int, batch: int, dtype: str, variant: str):
+    """The reconstruction step as the trainer builds it, for `variant`'s loss, and its inputs
+    (state, vgg, source, driving: random weights and frames). Also returns the train params."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -47,11 +48,11 @@ def measure(args) -> dict:
     from mraa_jax.model import build_networks, config_frame_shape, init_variables
     from mraa_jax.training import steps
 
-    config = load_config(args.config)
-    config.dataset_params.frame_shape = [args.size, args.size, config.model_params.num_channels]
-    config.model_params.compute_dtype = args.dtype
+    config = load_config(config_path)
+    config.dataset_params.frame_shape = [size, size, config.model_params.num_channels]
+    config.model_params.compute_dtype = dtype
     tp = config.train_params
-    if args.variant == "l1":
+    if variant == "l1":
         tp.loss_weights.perceptual = [0] * len(tp.loss_weights.perceptual)
         tp.loss_weights.l1 = 1.0
     else:
@@ -65,13 +66,21 @@ def measure(args) -> dict:
     variables = init_variables(networks, jax.random.PRNGKey(0), config_frame_shape(config))
     state = steps.replicate(mesh, steps.init_train_state(variables, optimizer, jax.random.PRNGKey(1)))
     vgg = {}
-    if args.variant == "perceptual":  # random VGG-19: its shapes do not depend on the image size
+    if variant == "perceptual":  # random VGG-19: its shapes do not depend on the image size
         vgg = jax.jit(VGG19Features().init)(jax.random.PRNGKey(2), jnp.zeros((1, 32, 32, 3)))["params"]
     vgg = steps.replicate(mesh, vgg)
     rng = np.random.default_rng(0)
-    shape = (args.batch, args.size, args.size, config.model_params.num_channels)
+    shape = (batch, size, size, config.model_params.num_channels)
     source, driving = steps.shard_batch(mesh, rng.random(shape, np.float32), rng.random(shape, np.float32))
     step = steps.build_reconstruction_step(networks, optimizer, tp.to_dict(), mesh, sync_bn)
+    return step, (state, vgg, source, driving), tp
+
+
+def measure(args) -> dict:
+    """One variant in this process: compile time, step times, peak memory."""
+    import jax
+
+    step, (state, vgg, source, driving), tp = build_step(args.config, args.size, args.batch, args.dtype, args.variant)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
