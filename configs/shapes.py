@@ -53,7 +53,7 @@ def get_config():
             "num_epochs": 8, "num_repeats": 8, "epoch_milestones": [6], "lr": 1.0e-3, "batch_size": 8,
             "scales": [1, 0.5, 0.25, 0.125], "checkpoint_every_steps": 500, "skip_nonfinite_steps": 10,
             "transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5},
-            "loss_weights": {"perceptual": [0, 0, 0, 0, 0], "l1": 1.0, "equivariance_shift": 1, "equivariance_affine": 1},
+            "loss_weights": {"perceptual": [0, 0, 0, 0, 0], "l1": 1.0, "equivariance_shift": 1.0, "equivariance_affine": 1.0},
         },
         "train_avd_params": {
             "num_epochs": 2, "num_repeats": 4, "epoch_milestones": [], "lr": 1.0e-3, "batch_size": 32,
