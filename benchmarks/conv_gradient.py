@@ -42,10 +42,11 @@ def main():
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
-    padding = args.kernel // 2
+    padding = (args.kernel - 1) // 2  # 'same' size for odd kernels; even ones shrink by one
+    out_size = args.size + 2 * padding - args.kernel + 1
     x = rng.random((args.batch, args.size, args.size, args.channels), np.float32)
     kernel = rng.random((args.kernel, args.kernel, args.channels, args.features), np.float32)
-    out_grad = rng.random((args.batch, args.size, args.size, args.features), np.float32)
+    out_grad = rng.random((args.batch, out_size, out_size, args.features), np.float32)
 
     def xla_input_grad(x, g):
         return jax.vjp(lambda x: _xla_conv(x, kernel, padding), x)[1](g)[0]
@@ -59,7 +60,7 @@ def main():
         "xla_kernel_grad": (jax.jit(xla_kernel_grad), (x, out_grad)),
         "tap_kernel_grad": (jax.jit(lambda x, g: kernel_grad_by_taps(x, g, kernel.shape, padding)), (x, out_grad)),
     }
-    flop = 2 * args.batch * args.size ** 2 * args.channels * args.features * args.kernel ** 2
+    flop = 2 * args.batch * out_size ** 2 * args.channels * args.features * args.kernel ** 2
     report = {"layer": vars(args), "gflop": round(flop / 1e9, 2),
               "conv2d_uses_tap_gradient": uses_tap_gradient(x.shape, kernel.shape, padding),
               "device": str(jax.devices()[0]), "jax": jax.__version__}

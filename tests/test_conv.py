@@ -1,4 +1,5 @@
-"""conv2d: XLA's convolution, with a hand-written kernel gradient on CPU for large layers."""
+"""conv2d: XLA's convolution, with a hand-written kernel gradient on CPU for large layers;
+upsample_conv2d: nearest x2 upsampling then a convolution, mostly without the upsampled copy."""
 from __future__ import annotations
 
 import jax
@@ -6,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mraa_jax.modules.conv import _xla_conv, conv2d, uses_tap_gradient
+from mraa_jax import geometry
+from mraa_jax.modules.conv import _xla_conv, conv2d, upsample_conv2d, upsample_conv3x3, uses_tap_gradient
 
 
 def test_layer_choice():
@@ -16,6 +18,8 @@ def test_layer_choice():
     assert not uses_tap_gradient((2, 128, 128, 32), (3, 3, 32, 64), 1)  # few channels
     assert not uses_tap_gradient((2, 64, 64, 256), (3, 3, 256, 256), 1)  # few rows
     assert not uses_tap_gradient((2, 128, 128, 64), (3, 3, 64, 128), 0)  # 126x126 output: 31752 rows
+    assert uses_tap_gradient((2, 34, 34, 256), (2, 2, 256, 256), 0)  # up-convolution phase kernels
+    assert not uses_tap_gradient((8, 18, 18, 32), (2, 2, 32, 64), 0)  # configs/shapes.py's largest
 
 
 @pytest.mark.parametrize("padding", [1, 0, 2])
@@ -71,3 +75,37 @@ def test_tap_gradient_of_a_replicated_kernel_under_shard_map():
 
     ours, ref = kernel_grad(conv2d), kernel_grad(_xla_conv)
     np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-5 * float(jnp.abs(ref).max()))
+
+
+def _upsample_then_conv(x, kernel, padding):
+    return _xla_conv(geometry.upsample_nearest_2x(x), kernel, padding)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7, 4), (1, 1, 1, 3), (3, 6, 2, 5)])
+def test_upsample_conv3x3_matches_upsampling_then_convolving(shape):
+    rng = np.random.default_rng(sum(shape))
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, shape[-1], 6)), jnp.float32)
+    out, ours = jax.vjp(upsample_conv3x3, x, kernel)
+    ref_out, ref = jax.vjp(lambda x, k: _upsample_then_conv(x, k, 1), x, kernel)
+    assert out.shape == (shape[0], 2 * shape[1], 2 * shape[2], 6)
+    np.testing.assert_allclose(out, ref_out, rtol=0, atol=1e-5 * float(jnp.abs(ref_out).max()))
+    grad = jnp.asarray(rng.normal(size=out.shape), jnp.float32)
+    for got, want in zip(ours(grad), ref(grad)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(jnp.abs(want).max()))
+
+
+def test_upsample_conv2d_takes_the_phase_form_only_where_it_pays():
+    """Large inputs go through upsample_conv3x3 (its rounding differs from the upsampled
+    copy's), tiny inputs with many channels and other kernels through the upsampled copy."""
+    rng = np.random.default_rng(7)
+
+    def rounds_like_the_copy(x_shape, kernel_size, features, padding):
+        x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+        kernel = jnp.asarray(rng.normal(size=(kernel_size, kernel_size, x_shape[-1], features)), jnp.float32)
+        return bool(jnp.all(upsample_conv2d(x, kernel, padding) == _upsample_then_conv(x, kernel, padding)))
+
+    assert not rounds_like_the_copy((2, 16, 16, 32), 3, 8, 1)  # 512 pixels >= 4 * 8 channels
+    assert rounds_like_the_copy((2, 2, 2, 32), 3, 8, 1)  # 8 pixels < 32
+    assert rounds_like_the_copy((2, 16, 16, 32), 3, 8, 0)  # padding 0
+    assert rounds_like_the_copy((2, 16, 16, 32), 5, 8, 2)  # 5x5

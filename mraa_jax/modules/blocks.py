@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from mraa_jax import geometry
-from mraa_jax.modules.conv import conv2d
+from mraa_jax.modules.conv import conv2d, upsample_conv2d
 
 
 def _uniform(bound: float):
@@ -30,11 +30,16 @@ def _uniform(bound: float):
 
 
 class Conv(nn.Module):
-    """2-D convolution with bias; kernel (kh, kw, in, out), PyTorch's default init."""
+    """2-D convolution with bias; kernel (kh, kw, in, out), PyTorch's default init.
+
+    With `upsample_input`, the input is first upsampled x2 (nearest neighbour; see
+    conv.upsample_conv2d, which mostly does without the upsampled copy).
+    """
 
     features: int
     kernel_size: int = 3
     padding: int = 0
+    upsample_input: bool = False
     kernel_init: Optional[nn.initializers.Initializer] = None
     bias_init: Optional[nn.initializers.Initializer] = None
 
@@ -44,7 +49,9 @@ class Conv(nn.Module):
         bound = 1.0 / math.sqrt(x.shape[-1] * k * k)
         kernel = self.param("kernel", self.kernel_init or _uniform(bound), (k, k, x.shape[-1], self.features))
         bias = self.param("bias", self.bias_init or _uniform(bound), (self.features,))
-        return conv2d(x, kernel.astype(x.dtype), self.padding) + bias.astype(x.dtype)
+        kernel = kernel.astype(x.dtype)
+        out = upsample_conv2d(x, kernel, self.padding) if self.upsample_input else conv2d(x, kernel, self.padding)
+        return out + bias.astype(x.dtype)
 
 
 class Linear(nn.Module):
@@ -125,7 +132,7 @@ class UpBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = Conv(self.features, 3, 1, name="conv")(geometry.upsample_nearest_2x(x))
+        x = Conv(self.features, 3, 1, upsample_input=True, name="conv")(x)
         return nn.relu(BatchNorm(axis_name=self.bn_axis_name, name="norm")(x, train))
 
 
