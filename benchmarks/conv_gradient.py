@@ -1,12 +1,13 @@
-"""One convolution layer's gradients: XLA's own kernel gradient against mraa_jax's per-tap one.
+"""One convolution layer's gradients: XLA's own kernel gradient against mraa_jax's.
 
     python benchmarks/conv_gradient.py --batch 2 --size 256 --channels 64 --features 128 --kernel 3
 
-Random input (batch, size, size, channels) and output gradient; a 'SAME'-padded stride-1
-convolution to `features` channels with a kernel x kernel kernel. Times, each jitted, warmed up
-once and then the median of --repeats calls: the forward pass, XLA's input gradient, XLA's
-kernel gradient and `mraa_jax.modules.conv.kernel_grad_by_taps` (what `conv2d` uses on CPU
-when `uses_tap_gradient` says so, which is printed too). Prints JSON.
+Random input (batch, size, size, channels) and output gradient; a stride-1 convolution to
+`features` channels with a kernel x kernel kernel, 'SAME'-padded for odd kernels (even ones
+shrink the output by one). Times, each jitted, warmed up once and then the median of --repeats
+calls: the forward pass, XLA's input gradient, XLA's kernel gradient and the two that `conv2d`
+uses on CPU for some layers (`kernel_grad_by_taps`, `kernel_grad_by_output_patches`; which one
+this layer gets, `kernel_gradient_method`, is printed too). Prints JSON.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import time
 import jax
 import numpy as np
 
-from mraa_jax.modules.conv import _xla_conv, kernel_grad_by_taps, uses_tap_gradient
+from mraa_jax.modules.conv import _xla_conv, kernel_grad_by_output_patches, kernel_grad_by_taps, kernel_gradient_method
 
 
 def median_seconds(fn, args, repeats: int) -> float:
@@ -59,10 +60,14 @@ def main():
         "xla_input_grad": (jax.jit(xla_input_grad), (x, out_grad)),
         "xla_kernel_grad": (jax.jit(xla_kernel_grad), (x, out_grad)),
         "tap_kernel_grad": (jax.jit(lambda x, g: kernel_grad_by_taps(x, g, kernel.shape, padding)), (x, out_grad)),
+        "output_patch_kernel_grad": (
+            jax.jit(lambda x, g: kernel_grad_by_output_patches(x, g, kernel.shape, padding)),
+            (x, out_grad),
+        ),
     }
     flop = 2 * args.batch * out_size ** 2 * args.channels * args.features * args.kernel ** 2
     report = {"layer": vars(args), "gflop": round(flop / 1e9, 2),
-              "conv2d_uses_tap_gradient": uses_tap_gradient(x.shape, kernel.shape, padding),
+              "conv2d_kernel_gradient": kernel_gradient_method(x.shape, kernel.shape, padding),
               "device": str(jax.devices()[0]), "jax": jax.__version__}
     for name, (fn, fn_args) in variants.items():
         seconds = median_seconds(fn, fn_args, args.repeats)

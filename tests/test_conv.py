@@ -8,18 +8,37 @@ import numpy as np
 import pytest
 
 from mraa_jax import geometry
-from mraa_jax.modules.conv import _xla_conv, conv2d, upsample_conv2d, upsample_conv3x3, uses_tap_gradient
+from mraa_jax.modules.conv import _xla_conv, conv2d, kernel_gradient_method
+from mraa_jax.modules.upsample_conv import upsample_conv2d, upsample_conv3x3
 
 
 def test_layer_choice():
-    assert uses_tap_gradient((2, 256, 256, 64), (3, 3, 64, 128), 1)  # vox256 generator, batch 2
-    assert uses_tap_gradient((8, 64, 64, 128), (3, 3, 128, 128), 1)
-    assert not uses_tap_gradient((2, 256, 256, 64), (7, 7, 64, 3), 3)  # 7x7 output layer
-    assert not uses_tap_gradient((2, 128, 128, 32), (3, 3, 32, 64), 1)  # few channels
-    assert not uses_tap_gradient((2, 64, 64, 256), (3, 3, 256, 256), 1)  # few rows
-    assert not uses_tap_gradient((2, 128, 128, 64), (3, 3, 64, 128), 0)  # 126x126 output: 31752 rows
-    assert uses_tap_gradient((2, 34, 34, 256), (2, 2, 256, 256), 0)  # up-convolution phase kernels
-    assert not uses_tap_gradient((8, 18, 18, 32), (2, 2, 32, 64), 0)  # configs/shapes.py's largest
+    def method(x_shape, kernel_shape, padding):
+        return kernel_gradient_method(x_shape, kernel_shape, padding)
+
+    assert method((2, 256, 256, 64), (3, 3, 64, 128), 1) == "taps"  # vox256 generator, batch 2
+    assert method((8, 64, 64, 128), (3, 3, 128, 128), 1) == "taps"
+    assert method((2, 128, 128, 32), (3, 3, 32, 64), 1) == "xla"  # few channels
+    assert method((2, 64, 64, 256), (3, 3, 256, 256), 1) == "xla"  # few rows
+    assert method((2, 128, 128, 64), (3, 3, 64, 128), 0) == "xla"  # 126x126 output: 31752 rows
+    assert method((2, 34, 34, 256), (2, 2, 256, 256), 0) == "taps"  # up-convolution phase kernels
+    assert method((8, 18, 18, 32), (2, 2, 32, 64), 0) == "xla"  # configs/shapes.py's largest
+    assert method((2, 256, 256, 64), (7, 7, 64, 3), 3) == "output_patches"  # vox256's output layer
+    assert method((8, 64, 64, 8), (7, 7, 8, 3), 3) == "xla"  # configs/shapes.py's: 8 channels
+    assert method((2, 64, 64, 35), (7, 7, 35, 10), 3) == "output_patches"  # vox256's region predictor
+    assert method((2, 256, 256, 3), (7, 7, 3, 64), 3) == "xla"  # the first layer: many outputs
+
+
+def _compare_with_xla(x, kernel, padding, tolerance):
+    """conv2d's output and gradients against XLA's own; returns the kernel gradients' largest difference."""
+    out, ours = jax.vjp(lambda x, k: conv2d(x, k, padding), x, kernel)
+    ref_out, xla = jax.vjp(lambda x, k: _xla_conv(x, k, padding), x, kernel)
+    np.testing.assert_array_equal(out, ref_out)  # the forward pass is XLA's
+    grad = jnp.asarray(np.random.default_rng(1).normal(size=out.shape), jnp.float32)
+    (x_grad, kernel_grad), (ref_x_grad, ref_kernel_grad) = ours(grad), xla(grad)
+    np.testing.assert_array_equal(x_grad, ref_x_grad)
+    np.testing.assert_allclose(kernel_grad, ref_kernel_grad, rtol=0, atol=tolerance * float(jnp.abs(ref_kernel_grad).max()))
+    return float(jnp.abs(kernel_grad - ref_kernel_grad).max())
 
 
 @pytest.mark.parametrize("padding", [1, 0, 2])
@@ -28,16 +47,18 @@ def test_tap_gradient_matches_xla(padding):
     rng = np.random.default_rng(padding)
     x = jnp.asarray(rng.normal(size=(2, size, size, 64)), jnp.float32)
     kernel = jnp.asarray(rng.normal(size=(3, 3, 64, 128)) * 0.05, jnp.float32)
-    assert uses_tap_gradient(x.shape, kernel.shape, padding)
-    out, ours = jax.vjp(lambda x, k: conv2d(x, k, padding), x, kernel)
-    ref_out, xla = jax.vjp(lambda x, k: _xla_conv(x, k, padding), x, kernel)
-    np.testing.assert_array_equal(out, ref_out)  # the forward pass is XLA's
-    grad = jnp.asarray(rng.normal(size=out.shape), jnp.float32)
-    (x_grad, kernel_grad), (ref_x_grad, ref_kernel_grad) = ours(grad), xla(grad)
-    np.testing.assert_array_equal(x_grad, ref_x_grad)
-    # Sums of 32768 products each, in another order: float32 rounding only.
-    np.testing.assert_allclose(kernel_grad, ref_kernel_grad, rtol=0, atol=2e-5 * float(jnp.abs(ref_kernel_grad).max()))
-    assert float(jnp.abs(kernel_grad - ref_kernel_grad).max()) > 0  # the taps were used, not XLA's rule
+    assert kernel_gradient_method(x.shape, kernel.shape, padding) == "taps"
+    # Sums of 32768 products each, in another order: float32 rounding only; but not XLA's rule.
+    assert _compare_with_xla(x, kernel, padding, 2e-5) > 0
+
+
+@pytest.mark.parametrize("padding", [3, 1])
+def test_output_patch_gradient_matches_xla(padding):
+    rng = np.random.default_rng(padding)
+    x = jnp.asarray(rng.normal(size=(2, 40, 40, 64)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(7, 7, 64, 3)) * 0.05, jnp.float32)
+    assert kernel_gradient_method(x.shape, kernel.shape, padding) == "output_patches"
+    assert _compare_with_xla(x, kernel, padding, 2e-5) > 0
 
 
 def test_tap_gradient_in_bfloat16():

@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from mraa_jax import geometry
-from mraa_jax.modules.conv import conv2d, upsample_conv2d
+from mraa_jax.modules.conv import conv2d
+from mraa_jax.modules.upsample_conv import upsample_conv2d
 
 
 def _uniform(bound: float):
@@ -33,7 +34,7 @@ class Conv(nn.Module):
     """2-D convolution with bias; kernel (kh, kw, in, out), PyTorch's default init.
 
     With `upsample_input`, the input is first upsampled x2 (nearest neighbour; see
-    conv.upsample_conv2d, which mostly does without the upsampled copy).
+    upsample_conv.upsample_conv2d, which mostly does without the upsampled copy).
     """
 
     features: int

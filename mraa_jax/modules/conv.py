@@ -3,11 +3,15 @@
 XLA:CPU computes a convolution's kernel gradient as a convolution with the image as
 the kernel, which on large layers runs at 15-45 GFLOP/s against 150-190 GFLOP/s for the
 forward pass (2 cores; vox256's 256x256 and 128x128 layers at batch 2). For such layers
-`conv2d` computes that gradient instead as one matrix product per kernel tap: the input
-shifted by the tap, (N*H*W, C)^T, times the output gradient, (N*H*W, F). That is the same
-sum in another order, 2-4x faster there (1.11 -> 0.27 s for the 256x256, 64 -> 128
-channel layer: benchmarks/conv_gradient.py). The input gradient keeps XLA's rule, and on
-other backends (cuDNN on GPU) so does the kernel gradient.
+`conv2d` computes the same sums in another order (benchmarks/conv_gradient.py):
+- "taps": one matrix product per kernel tap, the input shifted by the tap, (N*H*W, C)^T,
+  times the output gradient, (N*H*W, F). 1.11 -> 0.27 s for the 256x256, 64 -> 128
+  channel layer.
+- "output_patches", for layers with few output channels (the generator's 7x7 layer to
+  3 channels): one matrix product of the padded input, (rows, C)^T, with the kh*kw
+  shifted copies of the thin output gradient side by side, (rows, kh*kw*F).
+The input gradient keeps XLA's rule, and on other backends (cuDNN on GPU) so does the
+kernel gradient.
 """
 from __future__ import annotations
 
@@ -16,20 +20,24 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from mraa_jax import geometry
-
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 # Where the per-tap products won on CPU (benchmarked layer by layer): kernels up to 3x3,
 # at least 8192 kernel columns (C*F, e.g. 64 -> 128 channels) and 32768 output rows
 # (N*H*W, e.g. 2 images of 128x128). On smaller layers XLA's own gradient is as fast or
 # up to 3x faster (2 images of 128x128, 32 -> 64 channels: 15 against 46 ms).
 MAX_TAPS = 9
+MIN_KERNEL_COLUMNS = 8192
+MIN_OUTPUT_ROWS = 32768
 # 2x2 kernels (upsample_conv3x3's phase kernels): the per-tap products won on every such layer
 # of vox256, rows x C x F from 1.4e8 (2 x 33 x 33 rows, 256 -> 256) up, by 1.1-4x; on
 # configs/shapes.py's (at most 4.7e6) the loop made the whole step 30% slower.
 MIN_PRODUCT_2X2 = 2**25
-MIN_KERNEL_COLUMNS = 8192
-MIN_OUTPUT_ROWS = 32768
+# Output patches, for kernels larger than 3x3 with at most 16 output and at least 32 input
+# channels: 2-30x faster on every such layer of vox256 (2 x 256 x 256, 64 -> 3: 1.31 -> 0.39 s;
+# 2 x 64 x 64, 108 -> 1: 296 -> 9 ms; 35 -> 10: 91 -> 45 ms), as fast on configs/shapes.py's
+# 16 x 16, 52 -> 9; with fewer input channels (shapes' 8 -> 3, 19 -> 8) XLA's is 3-5x faster.
+MAX_PATCH_FEATURES = 16
+MIN_PATCH_CHANNELS = 32
 
 
 def _xla_conv(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
@@ -38,36 +46,42 @@ def _xla_conv(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
 
 def conv2d(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
     """Convolution with stride 1 and `padding` zeros on each side; x (N, H, W, C), kernel (kh, kw, C, F)."""
-    if uses_tap_gradient(x.shape, kernel.shape, padding):
-        return _conv_tap_gradient(x, kernel, padding)
-    return _xla_conv(x, kernel, padding)
+    method = kernel_gradient_method(x.shape, kernel.shape, padding)
+    if method == "xla":
+        return _xla_conv(x, kernel, padding)
+    return _conv_own_kernel_gradient(x, kernel, padding, method)
 
 
-def uses_tap_gradient(x_shape, kernel_shape, padding: int) -> bool:
-    """Whether `conv2d` computes this layer's kernel gradient tap by tap (on CPU)."""
+def kernel_gradient_method(x_shape, kernel_shape, padding: int) -> str:
+    """How `conv2d` computes this layer's kernel gradient on CPU: "taps", "output_patches" or "xla"."""
     kh, kw, channels, features = kernel_shape
     out_rows = x_shape[0] * (x_shape[1] + 2 * padding - kh + 1) * (x_shape[2] + 2 * padding - kw + 1)
     if kh * kw <= 4:
-        return out_rows * channels * features >= MIN_PRODUCT_2X2
-    return kh * kw <= MAX_TAPS and channels * features >= MIN_KERNEL_COLUMNS and out_rows >= MIN_OUTPUT_ROWS
+        return "taps" if out_rows * channels * features >= MIN_PRODUCT_2X2 else "xla"
+    if kh * kw <= MAX_TAPS and channels * features >= MIN_KERNEL_COLUMNS and out_rows >= MIN_OUTPUT_ROWS:
+        return "taps"
+    if kh * kw > MAX_TAPS and features <= MAX_PATCH_FEATURES and channels >= MIN_PATCH_CHANNELS:
+        return "output_patches"
+    return "xla"
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv_tap_gradient(x, kernel, padding):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_own_kernel_gradient(x, kernel, padding, method):
     return _xla_conv(x, kernel, padding)
 
 
-def _forward(x, kernel, padding):
+def _forward(x, kernel, padding, method):
     return _xla_conv(x, kernel, padding), (x, kernel)
 
 
-def _backward(padding, residuals, out_grad):
+def _backward(padding, method, residuals, out_grad):
     x, kernel = residuals
     _, input_vjp = jax.vjp(lambda x: _xla_conv(x, kernel, padding), x)
     (x_grad,) = input_vjp(out_grad)
+    kernel_grad_by = {"taps": kernel_grad_by_taps, "output_patches": kernel_grad_by_output_patches}[method]
 
-    def taps(x, g):
-        grad = kernel_grad_by_taps(x, g, kernel.shape, padding)
+    def on_cpu(x, g):
+        grad = kernel_grad_by(x, g, kernel.shape, padding)
         # Under shard_map, a kernel that is the same on every device (VGG-19's in the
         # perceptual loss) must get the sum of the devices' gradients, as XLA's rule gives
         # it: the transpose of "kernel used where x varies" does that sum (and is the
@@ -76,12 +90,12 @@ def _backward(padding, residuals, out_grad):
         return as_kernel_cotangent(grad)[0]
 
     kernel_grad = jax.lax.platform_dependent(
-        x, out_grad, cpu=taps, default=lambda x, g: jax.vjp(lambda k: _xla_conv(x, k, padding), kernel)[1](g)[0]
+        x, out_grad, cpu=on_cpu, default=lambda x, g: jax.vjp(lambda k: _xla_conv(x, k, padding), kernel)[1](g)[0]
     )
     return x_grad, kernel_grad
 
 
-_conv_tap_gradient.defvjp(_forward, _backward)
+_conv_own_kernel_gradient.defvjp(_forward, _backward)
 
 
 def kernel_grad_by_taps(x: jax.Array, out_grad: jax.Array, kernel_shape, padding: int) -> jax.Array:
@@ -102,55 +116,16 @@ def kernel_grad_by_taps(x: jax.Array, out_grad: jax.Array, kernel_shape, padding
     return jax.lax.map(tap, offsets).reshape(kernel_shape).astype(x.dtype)
 
 
-
-def upsample_conv2d(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
-    """Nearest x2 upsampling of x, then `conv2d`.
-
-    A 3x3 kernel with padding 1 on an input with at least as many pixels (N*H*W) as 4x the
-    output channels goes through `upsample_conv3x3`. On smaller inputs with many channels (the
-    hourglasses' deepest levels: 2x2 to 8x8 pixels, 512-2048 channels) its 2x2 phase kernels,
-    16*C*F numbers, cost more than the multiply-adds they save: there, and for other kernels,
-    the upsampled copy is convolved.
-    """
-    n, h, w, _ = x.shape
-    if kernel.shape[:2] == (3, 3) and padding == 1 and n * h * w >= 4 * kernel.shape[-1]:
-        return upsample_conv3x3(x, kernel)
-    return conv2d(geometry.upsample_nearest_2x(x), kernel, padding)
-
-
-def upsample_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """Nearest x2 upsampling then a 3x3 convolution with padding 1, without the upsampling.
-
-    Each of the four output phases (even/odd row, even/odd column) is a 2x2 convolution of
-    the low-resolution input, with the 3x3 kernel's taps summed where they read the same
-    input pixel. All four are one 2x2 convolution with 4F outputs of the input padded by
-    one; phase (a, b) is its output shifted by (a, b). The same sum up to float rounding in
-    4/9 of the multiply-adds, with no upsampled copy of the input. On CPU, forward and
-    gradient together, 2.2x faster on vox256's generator up blocks (2 x 64 x 64, 256 -> 128
-    channels: 483 -> 218 ms; 2 x 128 x 128, 128 -> 64: 649 -> 269 ms).
-    x (N, H, W, C), kernel (3, 3, C, F) -> (N, 2H, 2W, F).
-    """
-    if kernel.shape[:2] != (3, 3):
-        raise ValueError(f"upsample_conv3x3 needs a 3x3 kernel, got {kernel.shape[:2]}")
-    n, h, w, channels = x.shape
-    features = kernel.shape[-1]
-    phase_kernels = _phase_kernels(kernel).reshape(2, 2, channels, 4 * features)
-    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    phases = conv2d(padded, phase_kernels, 0).reshape(n, h + 1, w + 1, 2, 2, features)
-    rows = [jnp.stack([phases[:, a : a + h, b : b + w, a, b] for b in range(2)], axis=3) for a in range(2)]
-    return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, features)
-
-
-def _phase_kernels(kernel: jax.Array) -> jax.Array:
-    """(3, 3, C, F) -> (2, 2, C, 2, 2, F): the 2x2 kernel of each output phase (last 2, 2).
-
-    Output row 2i reads input rows i-1 (kernel row 0) and i (kernel rows 1 and 2); output
-    row 2i+1 reads rows i (kernel rows 0 and 1) and i+1 (row 2). Likewise for columns.
-    """
-
-    def phases(k):  # kernel rows (axis 0) -> (phase, tap, ...)
-        return jnp.stack([jnp.stack([k[0], k[1] + k[2]]), jnp.stack([k[0] + k[1], k[2]])])
-
-    by_rows = phases(kernel)  # (a, p, 3, C, F)
-    by_both = phases(jnp.moveaxis(by_rows, 2, 0))  # (b, q, a, p, C, F)
-    return by_both.transpose(3, 1, 4, 2, 0, 5)
+def kernel_grad_by_output_patches(x: jax.Array, out_grad: jax.Array, kernel_shape, padding: int) -> jax.Array:
+    """Like `kernel_grad_by_taps`, as one product: kernel[i, j, c, f] sums padded-input pixel q's
+    channel c times out_grad[q - (i, j), f] over all q; the kh*kw shifts of the (thin) output
+    gradient sit side by side as kh*kw*F columns."""
+    kh, kw, channels, features = kernel_shape
+    padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    height, width = padded.shape[1:3]
+    grad = jnp.pad(out_grad, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
+    # Shift (i, j) at pixel q reads out_grad[q - (i, j)], which is grad[q + (kh-1-i, kw-1-j)].
+    shifted = [grad[:, kh - 1 - i : kh - 1 - i + height, kw - 1 - j : kw - 1 - j + width] for i in range(kh) for j in range(kw)]
+    columns = jnp.stack(shifted, axis=-2).reshape(-1, kh * kw * features)
+    product = jnp.dot(padded.reshape(-1, channels).T, columns, preferred_element_type=jnp.float32)
+    return product.reshape(channels, kh, kw, features).transpose(1, 2, 0, 3).astype(x.dtype)
