@@ -1,6 +1,6 @@
 """Subprocess worker for the data-parallel tests: trains the tiny fixture config a few steps.
 
-    python tests/data_parallel_worker.py --devices 2 --steps 3 --out params.npy [--process_id 0 --num_processes 2 --port 12345]
+    python tests/data_parallel_worker.py --devices 2 --steps 2 --out params.npy [--process_id 0 --num_processes 2 --port 12345]
 
 Sets the host device count before jax starts. Every process builds the same
 global batch and feeds its own contiguous share of it, so any layout of devices
@@ -22,7 +22,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--devices", type=int, default=1, help="CPU devices per process")
     parser.add_argument("--meshes", default="", help="comma-separated device counts: train once on each sub-mesh (one process)")
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--batch", type=int, default=4, help="global batch size")
     parser.add_argument("--no_sync_bn", action="store_true")
     parser.add_argument("--out", required=True, help="output .npy; with --meshes, one file per mesh: <out>.<n>.npy")
@@ -55,7 +55,7 @@ def main():
     train_params = config.train_params.to_dict()
     train_params["loss_weights"]["l1"] = 1.0
     # Full-resolution L1 only: the coarse scales of the L1 pyramid double the gradients,
-    # and with them how far float noise grows in three steps (to ~1.2e-5 at 2 devices).
+    # and with them how far float noise grows in a few steps (to ~1.2e-5 at 2 devices in three).
     train_params["scales"] = [1]
     sync_bn = not args.no_sync_bn
     networks = build_networks(config.model_params, bn_axis_name=steps.AXIS if sync_bn else None)
