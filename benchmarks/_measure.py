@@ -5,7 +5,9 @@ import json
 import os
 import resource
 import subprocess
+import statistics
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,6 +24,19 @@ def peak_memory() -> dict:
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # ru_maxrss is KiB on Linux
         "device_peak_mib": None if peak is None else round(peak / 2**20, 1),
     }
+
+
+def median_seconds(fn, args, repeats: int) -> float:
+    """Median seconds of `fn(*args)` (jitted; results awaited) over `repeats` calls after one warm-up."""
+    import jax
+
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def run_isolated(script: str, args: list[str]) -> dict:

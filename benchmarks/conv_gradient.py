@@ -13,23 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import jax
 import numpy as np
 
+from _measure import median_seconds
 from mraa_jax.modules.conv import _xla_conv, kernel_grad_by_output_patches, kernel_grad_by_taps, kernel_gradient_method
-
-
-def median_seconds(fn, args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main():

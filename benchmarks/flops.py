@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+
+from _measure import median_seconds
 
 
 def matmul_rate() -> float:
@@ -24,14 +24,7 @@ def matmul_rate() -> float:
     import jax.numpy as jnp
 
     a = jnp.ones((2048, 2048), jnp.float32)
-    product = jax.jit(lambda a: a @ a)
-    product(a).block_until_ready()
-    times = []
-    for _ in range(20):
-        start = time.perf_counter()
-        product(a).block_until_ready()
-        times.append(time.perf_counter() - start)
-    return 2 * 2048**3 / statistics.median(times) / 1e9
+    return 2 * 2048**3 / median_seconds(jax.jit(lambda a: a @ a), (a,), 20) / 1e9
 
 
 def _gflop(compiled) -> float:
