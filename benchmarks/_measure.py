@@ -15,14 +15,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 def peak_memory() -> dict:
     """Peak RSS of this process so far (MiB) and, where the backend reports it (GPU), the
-    device's peak bytes in use (MiB; None on CPU, whose memory is the RSS)."""
+    device's peak bytes in use (MiB; None on CPU, whose memory is the RSS). Also whether this
+    process runs with glibc's huge-page tunable (glibc_hugetlb; mraa_jax/host_memory.py)."""
     import jax
+
+    from mraa_jax.host_memory import has_tunable
 
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
     return {
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # ru_maxrss is KiB on Linux
         "device_peak_mib": None if peak is None else round(peak / 2**20, 1),
+        "glibc_hugetlb": has_tunable(),
     }
 
 

@@ -17,6 +17,8 @@ it (batched and chunk_1 share the region predictor and the encoder) and the peak
 peak_bytes_in_use) accumulates; with --isolate each method runs in a fresh subprocess, so its
 compile time and peaks are its own. --dtype sets model_params.compute_dtype. Prints a table and
 JSON (written to --out too).
+Like the launch scripts, the measured processes start with glibc's huge-page tunable
+(mraa_jax/host_memory.py; glibc_hugetlb says whether it was on; MRAA_JAX_HUGE_PAGES=0 turns it off).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import statistics
 import time
 
 from _measure import emit, peak_memory, run_isolated, table
+from mraa_jax.host_memory import reexec_with_huge_pages
 
 METHODS = ("batched", "chunk_1", "per_frame")
 
@@ -122,4 +125,5 @@ def main():
 
 
 if __name__ == "__main__":
+    reexec_with_huge_pages()  # as the launch scripts do: mraa_jax/host_memory.py
     main()

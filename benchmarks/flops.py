@@ -17,6 +17,7 @@ import argparse
 import json
 
 from _measure import median_seconds
+from mraa_jax.host_memory import reexec_with_huge_pages
 
 
 def matmul_rate() -> float:
@@ -82,4 +83,5 @@ def main():
 
 
 if __name__ == "__main__":
+    reexec_with_huge_pages()  # as the launch scripts do: mraa_jax/host_memory.py
     main()

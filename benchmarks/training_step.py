@@ -20,6 +20,8 @@ step_peak_mib, XLA's account of the compiled step (its temporaries; its peak wit
 outputs). `donation_warnings` lists any "donated buffers were not usable" warning.
 --dtype sets model_params.compute_dtype (bfloat16: convs in bfloat16, VGG included). Prints a
 table and JSON (written to --out too).
+Like the launch scripts, the measured processes start with glibc's huge-page tunable
+(mraa_jax/host_memory.py; glibc_hugetlb says whether it was on; MRAA_JAX_HUGE_PAGES=0 turns it off).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import time
 import warnings
 
 from _measure import emit, peak_memory, run_isolated, table
+from mraa_jax.host_memory import reexec_with_huge_pages
 
 VARIANTS = ("l1", "perceptual")
 
@@ -150,4 +153,5 @@ def main():
 
 
 if __name__ == "__main__":
+    reexec_with_huge_pages()  # as the launch scripts do: mraa_jax/host_memory.py
     main()

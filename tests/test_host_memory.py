@@ -1,0 +1,84 @@
+"""mraa_jax.host_memory: the launch scripts' restart with glibc's huge-page tunable."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from mraa_jax import host_memory
+
+# Restarts itself like launch_train.py, then counts the page faults of filling 256 MiB from
+# glibc's malloc, as XLA allocates (NumPy would madvise huge pages on its own).
+SCRIPT = textwrap.dedent(
+    """
+    import ctypes, json, os, resource
+    print(json.dumps({"started": os.getpid()}), flush=True)
+    from mraa_jax.host_memory import reexec_with_huge_pages
+    reexec_with_huge_pages()
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    ctypes.memset(libc.malloc(2**28), 1, 2**28)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    print(json.dumps({"pid": os.getpid(), "tunables": os.environ.get("GLIBC_TUNABLES", ""), "faults": faults}))
+    """
+)
+
+
+@pytest.fixture
+def thp(tmp_path, monkeypatch):
+    """Point the module at a fake transparent-huge-page setting; returns a setter."""
+    setting = tmp_path / "enabled"
+    monkeypatch.setattr(host_memory, "_THP_SETTING", setting)
+    monkeypatch.setattr(host_memory.sys, "platform", "linux")
+    monkeypatch.setattr(host_memory.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    monkeypatch.delenv(host_memory.OPT_OUT, raising=False)
+    return setting.write_text
+
+
+def test_environment_gets_the_tunable_once_and_keeps_others(thp):
+    thp("always [madvise] never\n")
+    env = host_memory.with_huge_pages({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "HOME": "/x"})
+    assert env == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1", "HOME": "/x"}
+    assert host_memory.with_huge_pages(env) == env
+    assert host_memory.with_huge_pages({})["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+
+
+@pytest.mark.parametrize("setting", ["always madvise [never]\n", None])
+def test_no_tunable_without_transparent_huge_pages(thp, setting):
+    if setting:
+        thp(setting)  # else: the file does not exist
+    assert not host_memory.huge_pages_available()
+    assert host_memory.with_huge_pages({"HOME": "/x"}) == {"HOME": "/x"}
+
+
+def test_no_tunable_when_opted_out_or_on_old_glibc(thp, monkeypatch):
+    thp("[always] madvise never\n")
+    assert host_memory.huge_pages_available()
+    monkeypatch.setattr(host_memory.platform, "libc_ver", lambda: ("glibc", "2.31"))
+    assert not host_memory.huge_pages_available()
+    monkeypatch.setattr(host_memory.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    monkeypatch.setenv(host_memory.OPT_OUT, "0")
+    assert not host_memory.huge_pages_available()
+
+
+def test_restart_keeps_the_process_and_cuts_page_faults(tmp_path):
+    """Where this machine allows it, the script restarts once, in the same process (PID),
+    with the tunable, and filling 256 MiB then faults in 2 MiB pages, not 65536 small ones."""
+    script = tmp_path / "restart.py"
+    script.write_text(SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, check=True).stdout
+    *starts, result = [json.loads(line) for line in out.splitlines()]
+    small_pages = 2**28 // os.sysconf("SC_PAGE_SIZE")
+    if host_memory.huge_pages_available():
+        assert len(starts) == 2 and starts[0]["started"] == starts[1]["started"] == result["pid"]
+        assert "glibc.malloc.hugetlb=1" in result["tunables"].split(":")
+        assert result["faults"] < small_pages / 8, result
+    else:
+        assert len(starts) == 1 and result["tunables"] == ""
+        assert result["faults"] >= small_pages / 2, result
