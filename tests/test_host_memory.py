@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +83,16 @@ def test_restart_keeps_the_process_and_cuts_page_faults(tmp_path):
     else:
         assert len(starts) == 1 and result["tunables"] == ""
         assert result["faults"] >= small_pages / 2, result
+
+
+def test_memory_stages_benchmark_reports_every_stage():
+    """benchmarks/memory_stages.py (README, Speed) on the small config: one reading per stage,
+    each peak at least the resident set it ends with, run with the tunable where available."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    command = [sys.executable, "benchmarks/memory_stages.py", "--what", "animation", "--config", "configs/shapes.py", "--size", "64", "--calls", "2", "--trim"]
+    out = subprocess.run(command, cwd=repo, capture_output=True, text=True, env=env, check=True).stdout
+    report = json.loads(out.splitlines()[-1])
+    assert [row["stage"] for row in report["stages"]] == ["import jax", "MRAA.random", "call 0", "call 1"]
+    assert all(row["peak_mib"] >= row["rss_mib"] > 0 for row in report["stages"])
+    assert report["glibc_hugetlb"] == host_memory.huge_pages_available()
