@@ -13,7 +13,8 @@ data loading). Two losses, each variant in a FRESH SUBPROCESS (its own compilati
               cost is that of the real loss, the loss values are not.
 Per variant: compile_s (jit lower + compile of the step, timed on its own), then --warmup untimed
 steps and --repeats timed steps: the MEDIAN step time is reported (step_s; examples_per_s = batch /
-median), with every time, and the losses of the first step. Memory: peak_rss_mib, the subprocess's
+median), with every time, the losses of the first step, and the median count of minor page faults
+in a timed step (page_faults_per_step). Memory: peak_rss_mib, the subprocess's
 peak resident set (model init and compilation included; ru_maxrss); on GPU device_peak_mib
 (memory_stats()'s peak_bytes_in_use, process-wide: what compilation allocated counts too); step_temp_mib and
 step_peak_mib, XLA's account of the compiled step (its temporaries; its peak with arguments and
@@ -29,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import time
 import warnings
@@ -90,13 +92,14 @@ def measure(args) -> dict:
         start = time.perf_counter()
         compiled = step.lower(state, vgg, source, driving).compile()
         compile_s = time.perf_counter() - start
-        times, first_losses = [], None
+        times, faults, first_losses = [], [], None
         for i in range(args.warmup + args.repeats):
-            start = time.perf_counter()
+            start, faults_before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             state, metrics = compiled(state, vgg, source, driving)
             jax.block_until_ready((state, metrics))
             if i >= args.warmup:
                 times.append(time.perf_counter() - start)
+                faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before)
             first_losses = first_losses or {k: round(float(v), 5) for k, v in metrics.items()}
     median = statistics.median(times)
     memory = compiled.memory_analysis()
@@ -109,6 +112,7 @@ def measure(args) -> dict:
         "step_temp_mib": round(memory.temp_size_in_bytes / 2**20, 1),
         "step_peak_mib": round(memory.peak_memory_in_bytes / 2**20, 1),
         "times_s": [round(t, 4) for t in times],
+        "page_faults_per_step": round(statistics.median(faults)),  # minor faults: memory the kernel maps in
         "first_step_losses": first_losses,
         "loss_weights": tp.loss_weights.to_dict(),
         "donation_warnings": sorted({str(w.message)[:200] for w in caught if "donat" in str(w.message).lower()}),

@@ -2,12 +2,12 @@
 
 XLA:CPU allocates a compiled program's temporaries afresh on every call (vox256's training
 step at batch 2: one 2.3 GB block), glibc maps a block that large anew each time, and the
-kernel zero-fills it 4 KiB page by page: about 630 000 page faults per training step. glibc's
+kernel zero-fills it 4 KiB page by page: 644 000 page faults per training step. glibc's
 tunable `glibc.malloc.hugetlb=1` asks for transparent huge pages on such mappings (2 MiB, via
-madvise): about 2 000 faults, and vox256's step 4-10% faster (benchmarks/training_step.py;
-README, Speed). glibc reads tunables only when a process starts, so `launch_train.py` and
-`launch_eval.py` re-execute themselves with it, and the benchmarks start their measured
-processes with it. Set MRAA_JAX_HUGE_PAGES=0 to keep the default.
+madvise): 2 200 faults, and vox256's step 5-13% faster (benchmarks/training_step.py;
+README, Speed). glibc reads tunables only when a process starts, so `launch_train.py`,
+`launch_eval.py` and the benchmarks re-execute themselves with it. Set MRAA_JAX_HUGE_PAGES=0
+to keep glibc's default.
 """
 from __future__ import annotations
 
