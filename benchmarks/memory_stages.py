@@ -58,7 +58,8 @@ def training(args, stages: Stages) -> dict:
         jax.block_until_ready((state, metrics))
         stages(f"step {i}")
     memory = compiled.memory_analysis()
-    return {"xla_step_mib": {"arguments": memory.argument_size_in_bytes >> 20, "temporaries": memory.temp_size_in_bytes >> 20}}
+    return {"batch": args.batch,
+            "xla_step_mib": {"arguments": memory.argument_size_in_bytes >> 20, "temporaries": memory.temp_size_in_bytes >> 20}}
 
 
 def animation(args, stages: Stages) -> dict:
@@ -81,7 +82,7 @@ def animation(args, stages: Stages) -> dict:
     for i in range(args.calls):
         evaluation.animate(model, source, frames, "relative", chunk_size=args.chunk)
         stages(f"call {i}")
-    return {}
+    return {"chunk": args.chunk}
 
 
 def main():
@@ -96,13 +97,9 @@ def main():
     parser.add_argument("--trim", action="store_true", help="malloc_trim(0) before each reading: count memory in use only")
     args = parser.parse_args()
     stages = Stages(args.trim)
-    extra = (training if args.what == "training" else animation)(args, stages)
+    specific = (training if args.what == "training" else animation)(args, stages)  # its own settings and figures
     report = {"what": args.what, "config": args.config, "size": args.size, "trim": args.trim, "glibc_hugetlb": has_tunable(),
-              "stages": stages.rows, **extra}
-    if args.what == "training":
-        report["batch"] = args.batch
-    else:
-        report["chunk"] = args.chunk
+              "stages": stages.rows, **specific}
     for row in stages.rows:
         print(f"{row['stage']:<14} {row['seconds']:>7.2f} s  rss {row['rss_mib']:>6} MiB  peak {row['peak_mib']:>6} MiB")
     print(json.dumps(report))
