@@ -43,11 +43,12 @@ def _params_from_name(name: str) -> dict:
 class MraaSynthetic(tfds.core.GeneratorBasedBuilder):
     """Procedural clips of 2-D articulated figures (train and test splits)."""
 
-    VERSION = tfds.core.Version("1.2.0")
+    VERSION = tfds.core.Version("1.3.0")
     RELEASE_NOTES = {
         "1.0.0": "Figures with 3-5 limbs of 1-2 segments; one record per frame.",
         "1.1.0": "Fewer, thicker, larger parts (3-4 limbs, 30% of two segments), so that a few regions can find them.",
         "1.2.0": "Rigid one-segment limbs only, a longer path across the frame (at least 35% of it per axis), smooth backgrounds only (no checks; coarser stripes).",
+        "1.3.0": "One body plan: a small upright body and four long, thick limbs at its diagonals; the figure only has to fit in the frame (no minimum travel); light backgrounds only.",
     }
     BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=config_name(**DEFAULTS), description="the default parameter set")]
     code_path = None  # nothing to download, so no checksums file (and tfds 4.9 needs importlib_resources to find one)
