@@ -4,7 +4,8 @@
     python benchmarks/memory_stages.py --what animation --config configs/vox256.py --size 256 --chunk 1 --trim
 
 Stages. training: import jax; build (random init, Adam state, replication; as
-benchmarks/training_step.py's L1 variant); compile the step; then --steps steps. animation:
+benchmarks/training_step.py's L1 variant); compile the step; then --steps steps; then drop the
+state and the compiled step and clear JAX's caches (what the executable held). animation:
 import jax; MRAA.random; then --calls calls of mraa_jax.evaluation.animate on 8 random frames
 in chunks of --chunk. After each stage: rss_mib (resident now) and peak_mib (the highest
 resident set during the stage: Linux's VmHWM, reset after each stage through
@@ -58,6 +59,9 @@ def training(args, stages: Stages) -> dict:
         jax.block_until_ready((state, metrics))
         stages(f"step {i}")
     memory = compiled.memory_analysis()
+    del compiled, state, metrics
+    jax.clear_caches()  # JAX's in-memory caches keep the executable alive after our handle is gone
+    stages("clear caches")
     return {"batch": args.batch,
             "xla_step_mib": {"arguments": memory.argument_size_in_bytes >> 20, "temporaries": memory.temp_size_in_bytes >> 20}}
 
