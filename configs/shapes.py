@@ -4,8 +4,8 @@
 
 The main job's config (README, Quickstart). Needs no download: the dataset is generated
 on first use into --data_dir. The perceptual loss is off (it needs ImageNet VGG-19
-weights); an L1 pyramid over train_params.scales stands in. Sized for about 8 minutes
-of training on 2 CPU cores: 2400 steps of batch 8 at about 0.15-0.19 s each, Adam at 1e-3
+weights); an L1 pyramid over train_params.scales stands in. Sized for 5.5-8 minutes
+of training on 2 CPU cores: 2400 steps of batch 8 at about 0.13-0.19 s each, Adam at 1e-3
 (tried 2e-4 to 2e-3: 1e-3 learned fastest), divided by 10 for the last two epochs.
 Speed over width: the region and flow predictors see the frames at 16x16 and the
 generator starts at 8 channels, which makes a step 2.2x faster than 32x32 and 16
