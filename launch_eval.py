@@ -157,7 +157,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from mraa_jax.host_memory import reexec_with_huge_pages
+    from mraa_jax.host_memory import prepare_process
 
-    reexec_with_huge_pages()  # mraa_jax/host_memory.py: fewer page faults in every step
+    prepare_process()  # mraa_jax/host_memory.py: less memory, fewer page faults in every step
     app.run(main)

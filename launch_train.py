@@ -27,7 +27,7 @@ from ml_collections import config_flags
 from mraa_jax import data
 from mraa_jax.config import fill_defaults, validate_config
 from mraa_jax.evaluation.runs import prepare_dataset
-from mraa_jax.host_memory import reexec_with_huge_pages
+from mraa_jax.host_memory import prepare_process
 from mraa_jax.main_job import format_summary, run_main_job
 from mraa_jax.training.trainer import train_avd, train_reconstruction
 
@@ -78,5 +78,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    reexec_with_huge_pages()  # mraa_jax/host_memory.py: fewer page faults in every step
+    prepare_process()  # mraa_jax/host_memory.py: less memory, fewer page faults in every step
     app.run(main)

@@ -30,7 +30,7 @@ import statistics
 import time
 
 from _measure import emit, peak_memory, run_isolated, table
-from mraa_jax.host_memory import reexec_with_huge_pages
+from mraa_jax.host_memory import prepare_process
 
 METHODS = ("batched", "chunk_1", "per_frame")
 
@@ -125,5 +125,5 @@ def main():
 
 
 if __name__ == "__main__":
-    reexec_with_huge_pages()  # as the launch scripts do: mraa_jax/host_memory.py
+    prepare_process()  # as the launch scripts do: mraa_jax/host_memory.py
     main()

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from _measure import median_seconds
-from mraa_jax.host_memory import reexec_with_huge_pages
+from mraa_jax.host_memory import prepare_process
 from mraa_jax.modules.conv import _xla_conv, kernel_grad_by_output_patches, kernel_grad_by_taps, kernel_gradient_method
 
 
@@ -66,5 +66,5 @@ def main():
 
 
 if __name__ == "__main__":
-    reexec_with_huge_pages()  # as the launch scripts do: mraa_jax/host_memory.py
+    prepare_process()  # as the launch scripts do: mraa_jax/host_memory.py
     main()

@@ -17,7 +17,7 @@ import argparse
 import json
 
 from _measure import median_seconds
-from mraa_jax.host_memory import reexec_with_huge_pages
+from mraa_jax.host_memory import prepare_process
 
 
 def matmul_rate() -> float:
@@ -83,5 +83,5 @@ def main():
 
 
 if __name__ == "__main__":
-    reexec_with_huge_pages()  # as the launch scripts do: mraa_jax/host_memory.py
+    prepare_process()  # as the launch scripts do: mraa_jax/host_memory.py
     main()

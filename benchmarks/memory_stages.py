@@ -20,7 +20,7 @@ import ctypes
 import json
 import time
 
-from mraa_jax.host_memory import has_tunable, reexec_with_huge_pages
+from mraa_jax.host_memory import has_tunable, prepare_process
 
 
 class Stages:
@@ -110,5 +110,5 @@ def main():
 
 
 if __name__ == "__main__":
-    reexec_with_huge_pages()  # as the launch scripts do: mraa_jax/host_memory.py
+    prepare_process()  # as the launch scripts do: mraa_jax/host_memory.py
     main()

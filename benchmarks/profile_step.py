@@ -22,7 +22,7 @@ import tempfile
 import time
 
 from training_step import build_step
-from mraa_jax.host_memory import reexec_with_huge_pages
+from mraa_jax.host_memory import prepare_process
 
 # Trace events that wrap ops rather than being ops.
 WRAPPERS = ("ThunkExecutor", "$", "SlinkyThreadPool", "PjitFunction")
@@ -84,5 +84,5 @@ def main():
 
 
 if __name__ == "__main__":
-    reexec_with_huge_pages()  # as the launch scripts do: mraa_jax/host_memory.py
+    prepare_process()  # as the launch scripts do: mraa_jax/host_memory.py
     main()

@@ -36,7 +36,7 @@ import time
 import warnings
 
 from _measure import emit, peak_memory, run_isolated, table
-from mraa_jax.host_memory import reexec_with_huge_pages
+from mraa_jax.host_memory import prepare_process
 
 VARIANTS = ("l1", "perceptual")
 
@@ -157,5 +157,5 @@ def main():
 
 
 if __name__ == "__main__":
-    reexec_with_huge_pages()  # as the launch scripts do: mraa_jax/host_memory.py
+    prepare_process()  # as the launch scripts do: mraa_jax/host_memory.py
     main()

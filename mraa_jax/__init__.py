@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mraa_jax import host_memory
 from mraa_jax.model import MRAA
 from mraa_jax.region_params import RegionParams
+
+host_memory.release_memory_after_compiling()
 
 __all__ = ["MRAA", "RegionParams", "load"]
 

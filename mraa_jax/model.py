@@ -112,25 +112,24 @@ def config_frame_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int
 
 
 def init_variables(networks: Networks, rng: jax.Array, frame_shape, names=NETWORKS) -> dict[str, dict]:
-    """Random variables of the networks `names` for frames of shape (H, W, C): {network: {'params', 'batch_stats'}}."""
+    """Random variables of the networks `names` for frames of shape (H, W, C): {network: {'params', 'batch_stats'}}.
+
+    One compiled program per network, run one after another, so that the host holds one
+    program at a time; each holds only the initialisers (flax's lazy_init traces the forward
+    pass on shapes, not values).
+    """
     h, w, c = frame_shape
     k = networks.region_predictor.num_regions
-
-    @jax.jit  # one compiled program instead of thousands of eager ops
-    def init(rng):
-        image = jnp.zeros((1, h, w, c), jnp.float32)
-        eye = jnp.broadcast_to(jnp.eye(2), (1, k, 2, 2))
-        params = RegionParams(shift=jnp.zeros((1, k, 2)), covar=eye, affine=eye)
-        inits = {
-            "region_predictor": lambda key: networks.region_predictor.init(key, image),
-            "bg_predictor": lambda key: networks.bg_predictor.init(key, image, image),
-            "generator": lambda key: networks.generator.init(key, image, params, params),
-            "avd_network": lambda key: networks.avd_network.init(key, params, params),
-        }
-        keys = dict(zip(NETWORKS, jax.random.split(rng, len(NETWORKS))))
-        return {name: {"params": {}, "batch_stats": {}, **dict(inits[name](keys[name]))} for name in names}
-
-    return init(rng)
+    image = jax.ShapeDtypeStruct((1, h, w, c), jnp.float32)
+    matrices = jax.ShapeDtypeStruct((1, k, 2, 2), jnp.float32)
+    params = RegionParams(shift=jax.ShapeDtypeStruct((1, k, 2), jnp.float32), covar=matrices, affine=matrices)
+    inputs = {"region_predictor": (image,), "bg_predictor": (image, image), "generator": (image, params, params), "avd_network": (params, params)}
+    keys = dict(zip(NETWORKS, jax.random.split(rng, len(NETWORKS))))
+    variables = {}
+    for name in names:
+        init = jax.jit(lambda key, module=getattr(networks, name), args=inputs[name]: module.lazy_init(key, *args))
+        variables[name] = {"params": {}, "batch_stats": {}, **dict(init(keys[name]))}
+    return variables
 
 
 class MRAA:
