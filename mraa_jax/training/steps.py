@@ -150,11 +150,13 @@ def shard_batch(mesh: jax.sharding.Mesh, *arrays):
 def replicate(mesh: jax.sharding.Mesh, tree):
     """Fresh copies of a pytree on every device of the mesh (every process passes the same values).
 
-    Always new buffers (through the host), so that donating the result never deletes
-    the caller's arrays, nor one buffer that two leaves share.
+    Always new buffers, copied through the host, so that donating the result never deletes
+    the caller's arrays, nor one buffer that two leaves share, and a donating step reuses them
+    from its first call. (np.array, not np.asarray: on CPU the latter is a view of a jax
+    array's buffer, which the result would share, and a shared buffer is not donated.)
     """
     sharding = NamedSharding(mesh, P())
-    return jax.tree_util.tree_map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+    return jax.tree_util.tree_map(lambda x: jax.make_array_from_process_local_data(sharding, np.array(x)), tree)
 
 
 def build_reconstruction_step(networks: Networks, optimizer, train_params: dict, mesh, sync_bn: bool) -> Callable:
