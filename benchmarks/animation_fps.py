@@ -17,8 +17,10 @@ it (batched and chunk_1 share the region predictor and the encoder) and the peak
 peak_bytes_in_use) accumulates; with --isolate each method runs in a fresh subprocess, so its
 compile time and peaks are its own. --dtype sets model_params.compute_dtype. Prints a table and
 JSON (written to --out too).
-Like the launch scripts, the measured processes start with glibc's huge-page tunable
-(mraa_jax/host_memory.py; glibc_hugetlb says whether it was on; MRAA_JAX_HUGE_PAGES=0 turns it off).
+Like the launch scripts, the measured processes start with XLA:CPU's memory-minimising scheduler
+and glibc's huge-page tunable (mraa_jax.host_memory.prepare_process; glibc_hugetlb says whether
+the tunable was on; MRAA_JAX_HUGE_PAGES=0 turns it off, and
+XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=true keeps XLA's default scheduler).
 """
 from __future__ import annotations
 

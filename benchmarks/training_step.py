@@ -21,8 +21,10 @@ step_peak_mib, XLA's account of the compiled step (its temporaries; its peak wit
 outputs). `donation_warnings` lists any "donated buffers were not usable" warning.
 --dtype sets model_params.compute_dtype (bfloat16: convs in bfloat16, VGG included). Prints a
 table and JSON (written to --out too).
-Like the launch scripts, the measured processes start with glibc's huge-page tunable
-(mraa_jax/host_memory.py; glibc_hugetlb says whether it was on; MRAA_JAX_HUGE_PAGES=0 turns it off).
+Like the launch scripts, the measured processes start with XLA:CPU's memory-minimising scheduler
+and glibc's huge-page tunable (mraa_jax.host_memory.prepare_process; glibc_hugetlb says whether
+the tunable was on; MRAA_JAX_HUGE_PAGES=0 turns it off, and
+XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=true keeps XLA's default scheduler).
 """
 from __future__ import annotations
 

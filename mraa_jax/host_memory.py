@@ -1,16 +1,19 @@
-"""Large host buffers in transparent huge pages (Linux, glibc): fewer page faults per step.
+"""Host memory of XLA:CPU programs (Linux, glibc): fewer page faults, lower peaks.
 
-XLA:CPU allocates a compiled program's temporaries afresh on every call (vox256's training
-step at batch 2: one 2.3 GB block), glibc maps a block that large anew each time, and the
-kernel zero-fills it 4 KiB page by page: 644 000 page faults per training step. glibc's
-tunable `glibc.malloc.hugetlb=1` asks for transparent huge pages on such mappings (2 MiB, via
-madvise): 2 200 faults, and vox256's step 5-13% faster (benchmarks/training_step.py;
-README, Speed). glibc reads tunables only when a process starts, so `launch_train.py`,
-`launch_eval.py` and the benchmarks re-execute themselves with it. Set MRAA_JAX_HUGE_PAGES=0
-to keep glibc's default.
-
-Also: `release_memory_after_compiling`, which `import mraa_jax` turns on, hands the memory
-that XLA's compiler freed back to the kernel after each compilation.
+`prepare_process()`, first thing in `launch_train.py`, `launch_eval.py` and the benchmarks:
+- XLA:CPU's memory-minimising scheduler (`use_low_memory_schedule`, through XLA_FLAGS):
+  vox256's training step needs 1385 MiB of temporaries instead of 2195, at the same speed;
+  animation runs 3-7% slower. Set the flag to true in XLA_FLAGS to keep XLA's default.
+- Transparent huge pages for large blocks (`reexec_with_huge_pages`). XLA:CPU allocates a
+  program's temporaries afresh on every call, glibc maps a block that large anew each time,
+  and the kernel zero-fills it 4 KiB page by page: 644 000 page faults per vox256 training
+  step. glibc's tunable `glibc.malloc.hugetlb=1` asks for 2 MiB pages on such mappings
+  (madvise): 2 200 faults, the step 5-13% faster. glibc reads tunables only when a process
+  starts, so the scripts re-execute themselves with it. MRAA_JAX_HUGE_PAGES=0 keeps glibc's
+  default.
+And `release_memory_after_compiling`, which `import mraa_jax` turns on: after each long
+compilation, glibc hands what the compiler freed back to the kernel.
+Measurements: README, Speed.
 """
 from __future__ import annotations
 
@@ -22,8 +25,7 @@ from pathlib import Path
 TUNABLE = "glibc.malloc.hugetlb=1"
 # XLA:CPU orders a program by default for concurrency, independent branches side by side, each
 # keeping its buffers alive; with this flag false it orders it to keep memory low instead.
-# vox256's training step at batch 2 (2 cores): temporaries 2195 -> 1385 MiB, same step time,
-# same losses (README, Speed). Only XLA_FLAGS sets it: jax.jit's compiler_options leave it unread.
+# Only XLA_FLAGS sets it: jax.jit's compiler_options accept it but leave it unread (jax 0.10.2).
 SCHEDULER_FLAG = "xla_cpu_enable_concurrency_optimized_scheduler"
 OPT_OUT = "MRAA_JAX_HUGE_PAGES"
 _THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -60,7 +62,7 @@ def with_huge_pages(environ=os.environ) -> dict:
 
 def use_low_memory_schedule(environ=os.environ) -> None:
     """Add XLA:CPU's memory-minimising scheduler to `environ`'s XLA_FLAGS, unless the flags
-    already choose a scheduler. XLA reads the flags when JAX starts its backend, so this acts
+    already set SCHEDULER_FLAG (either way). XLA reads the flags when JAX starts its backend, so this acts
     only before the first JAX computation (and for processes started with `environ`). The flag
     names XLA:CPU's scheduler only; other backends ignore it."""
     flags = environ.get("XLA_FLAGS", "")
@@ -86,7 +88,6 @@ def reexec_with_huge_pages() -> None:
         os.execve(sys.executable, sys.orig_argv, env)
 
 
-
 def release_freed_memory() -> None:
     """Hand back to the kernel what glibc's malloc holds freed (malloc_trim(0)); no-op elsewhere."""
     if _malloc_trim is not None:
@@ -95,10 +96,11 @@ def release_freed_memory() -> None:
 
 def release_memory_after_compiling(min_seconds: float = 1.0) -> None:
     """After every XLA compilation of at least `min_seconds` in this process, release what
-    the compiler freed. Compiling leaves hundreds of MB freed but kept by glibc, scattered
-    between live blocks, and the next program's buffers do not reuse it (another thread's
-    arena): vox256's animation peaked at 1.17 GB of resident memory with it, 0.80 GB without
-    (README, Speed). `import mraa_jax` calls this once; calling it again adds nothing."""
+    the compiler freed. Compiling leaves hundreds of MB freed but kept by glibc, in the
+    compiling thread's arena, where the programs' buffers are not allocated: vox256's
+    animation calls peaked at 1.17-1.23 GB resident, 0.80-0.82 GB with this (and the
+    per-network random initialisation; README, Speed). `import mraa_jax` calls this once;
+    calling it again adds nothing."""
     global _listening
     if _malloc_trim is None or _listening:
         return
