@@ -3,7 +3,8 @@
 `prepare_process()`, first thing in `launch_train.py`, `launch_eval.py` and the benchmarks:
 - XLA:CPU's memory-minimising scheduler (`use_low_memory_schedule`, through XLA_FLAGS):
   vox256's training step needs 1385 MiB of temporaries instead of 2195, at the same speed;
-  animation runs 3-7% slower. Set the flag to true in XLA_FLAGS to keep XLA's default.
+  animation runs 3-7% slower, the small config's step 8-10%. Set the flag to true in
+  XLA_FLAGS to keep XLA's default.
 - Transparent huge pages for large blocks (`reexec_with_huge_pages`). XLA:CPU allocates a
   program's temporaries afresh on every call, glibc maps a block that large anew each time,
   and the kernel zero-fills it 4 KiB page by page: 644 000 page faults per vox256 training
