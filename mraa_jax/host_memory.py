@@ -97,8 +97,8 @@ def release_freed_memory() -> None:
 
 def release_memory_after_compiling(min_seconds: float = 1.0) -> None:
     """After every XLA compilation of at least `min_seconds` in this process, release what
-    the compiler freed. Compiling leaves hundreds of MB freed but kept by glibc, in the
-    compiling thread's arena, where the programs' buffers are not allocated: vox256's
+    the compiler freed. Compiling leaves hundreds of MB freed but kept by glibc, in small
+    blocks between live ones, which the programs' buffers did not reuse: vox256's
     animation calls peaked at 1.17-1.23 GB resident, 0.80-0.82 GB with this (and the
     per-network random initialisation; README, Speed). `import mraa_jax` calls this once;
     calling it again adds nothing."""
