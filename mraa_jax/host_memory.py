@@ -29,6 +29,7 @@ TUNABLE = "glibc.malloc.hugetlb=1"
 # Only XLA_FLAGS sets it: jax.jit's compiler_options accept it but leave it unread (jax 0.10.2).
 SCHEDULER_FLAG = "xla_cpu_enable_concurrency_optimized_scheduler"
 OPT_OUT = "MRAA_JAX_HUGE_PAGES"
+_BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # jax._src.dispatch.BACKEND_COMPILE_EVENT
 _THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
@@ -125,4 +126,3 @@ def _find_malloc_trim():
 
 _malloc_trim = _find_malloc_trim()
 _listening = False
-_BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # jax._src.dispatch.BACKEND_COMPILE_EVENT
