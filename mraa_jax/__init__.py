@@ -12,7 +12,7 @@ from mraa_jax import host_memory
 from mraa_jax.model import MRAA
 from mraa_jax.region_params import RegionParams
 
-host_memory.release_memory_after_compiling()
+host_memory.release_memory_around_compiling()
 
 __all__ = ["MRAA", "RegionParams", "load"]
 

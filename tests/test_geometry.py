@@ -260,6 +260,54 @@ def test_grid_sample_grad_wrt_grid_matches_finite_differences():
 
 # ------------------------------------------------------------------ resizing
 
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflection"])
+def test_grid_sample_grad_wrt_image_is_the_sampling_transposed(padding_mode):
+    """The output is linear in the image: its gradient must be the transposed sampling
+    matrix (from the float64 reference, one basis image at a time) times the cotangent."""
+    rng = np.random.default_rng(4)
+    in_h, in_w = 4, 5
+    grid = rng.uniform(-1.4, 1.4, (1, 3, 6, 2)).astype(np.float32)  # some corners outside
+    cotangent = rng.standard_normal((1, 3, 6, 1)).astype(np.float32)
+    image = jnp.asarray(rng.standard_normal((1, in_h, in_w, 1)), jnp.float32)
+    _, vjp = jax.vjp(lambda im: grid_sample(im, jnp.asarray(grid), padding_mode), image)
+    got = np.asarray(vjp(jnp.asarray(cotangent))[0]).ravel()
+    basis = np.eye(in_h * in_w).reshape(-1, 1, in_h, in_w, 1)
+    sampling = np.stack([ref_grid_sample(e, grid, padding_mode).ravel() for e in basis], axis=1)
+    # Sums of at most 4 weights in [0, 1] times N(0, 1) cotangents per pixel, in float32.
+    np.testing.assert_allclose(got, sampling.T @ cotangent.ravel().astype(np.float64), atol=1e-5, rtol=0)
+
+
+def test_grid_sample_backward_does_not_keep_the_corners():
+    """The gradient gathers the four corners again: XLA's temporaries for value and gradient
+    are well below those of plain autodiff, which keeps 4 corner arrays of the output's size."""
+    image = jax.ShapeDtypeStruct((1, 32, 32, 16), jnp.float32)
+    grid = jax.ShapeDtypeStruct((1, 96, 96, 2), jnp.float32)
+
+    def autodiff_grid_sample(image, grid):  # the same sampling, differentiated by JAX
+        _, in_h, in_w, channels = image.shape
+        ix = ((grid[..., 0] + 1.0) * in_w - 1.0) / 2.0
+        iy = ((grid[..., 1] + 1.0) * in_h - 1.0) / 2.0
+        x0, y0 = jnp.floor(ix), jnp.floor(iy)
+        out = 0.0
+        for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+            wx, wy = (ix - x0 if dx else 1 - (ix - x0)), (iy - y0 if dy else 1 - (iy - y0))
+            xc, yc = x0 + dx, y0 + dy
+            inside = (xc >= 0) & (xc < in_w) & (yc >= 0) & (yc < in_h)
+            index = (jnp.clip(yc, 0, in_h - 1) * in_w + jnp.clip(xc, 0, in_w - 1)).astype(jnp.int32)
+            values = jnp.take_along_axis(image.reshape(1, -1, channels), index.reshape(1, -1, 1), axis=1)
+            out = out + values.reshape(*grid.shape[:3], channels) * jnp.where(inside, wx * wy, 0.0)[..., None]
+        return out
+
+    def temporaries(sample):
+        loss = lambda im, gr: jnp.sum(jnp.tanh(sample(im, gr)))  # noqa: E731
+        compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(image, grid).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    corners = 4 * 96 * 96 * 16 * 4  # bytes
+    ours, autodiff = temporaries(grid_sample), temporaries(autodiff_grid_sample)
+    assert ours + corners // 2 < autodiff, (ours, autodiff)
+
+
 @pytest.mark.parametrize("in_hw,out_hw", [((8, 8), (16, 16)), ((5, 7), (9, 13)),
                                           ((16, 16), (8, 8)), ((7, 9), (4, 5))])
 def test_resize_bilinear_matches_reference(in_hw, out_hw):

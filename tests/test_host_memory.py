@@ -146,18 +146,22 @@ def test_low_memory_schedule_cuts_temporaries(tmp_path):
     assert low < 0.6 * default, (low, default)
 
 
-def test_memory_is_released_after_long_compilations(monkeypatch):
-    """`import mraa_jax` listens for JAX's compile events: malloc_trim after a compilation of
-    a second or more, not after the many short ones."""
+def test_memory_is_released_around_long_compilations(monkeypatch):
+    """`import mraa_jax` listens for JAX's compile events: malloc_trim before compiling a
+    program whose lowering took a quarter second or more and after a compilation of a second
+    or more, not around the many short ones."""
     import jax
 
     import mraa_jax  # noqa: F401  (registers the listener)
 
     calls = []
     monkeypatch.setattr(host_memory, "_malloc_trim", lambda pad: calls.append(pad))
-    host_memory.release_memory_after_compiling()  # a second registration adds no listener
+    host_memory.release_memory_around_compiling()  # a second registration adds no listener
+    jax.monitoring.record_event_duration_secs(host_memory._LOWERING_EVENT, 0.1)
     jax.monitoring.record_event_duration_secs(host_memory._BACKEND_COMPILE_EVENT, 0.2)
     assert calls == []
+    jax.monitoring.record_event_duration_secs(host_memory._LOWERING_EVENT, 0.8)
+    assert calls == [0]
     jax.monitoring.record_event_duration_secs(host_memory._BACKEND_COMPILE_EVENT, 1.5)
     jax.monitoring.record_event_duration_secs("/jax/some/other/event", 9.0)
-    assert calls == [0]
+    assert calls == [0, 0]

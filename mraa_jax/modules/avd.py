@@ -50,5 +50,5 @@ class AVDNetwork(nn.Module):
         for layer, width in enumerate(widths):
             x = Linear(width, name=f"{prefix}_{3 * layer}")(x)
             if layer < len(widths) - 1:
-                x = nn.relu(BatchNorm(axis_name=self.bn_axis_name, name=f"{prefix}_{3 * layer + 1}")(x, train))
+                x = BatchNorm(axis_name=self.bn_axis_name, relu=True, name=f"{prefix}_{3 * layer + 1}")(x, train)
         return x

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from mraa_jax import geometry
+from mraa_jax.modules.batch_norm import normalize_with_batch_statistics
 from mraa_jax.modules.conv import conv2d
 from mraa_jax.modules.upsample_conv import upsample_conv2d
 
@@ -71,17 +72,20 @@ class Linear(nn.Module):
 
 
 class BatchNorm(nn.Module):
-    """BatchNorm over the last axis with PyTorch's semantics.
+    """BatchNorm over the last axis with PyTorch's semantics, then ReLU if `relu`.
 
     Train mode normalises with the batch mean and biased variance and moves the
     running statistics by `momentum` (PyTorch convention: new = (1-m) old + m batch),
     the running variance with the unbiased estimate. With `axis_name`, the batch
-    statistics are averaged over that device axis (synchronised BatchNorm).
+    statistics are averaged over that device axis (synchronised BatchNorm). The ReLU
+    is part of the layer so that training keeps only the layer's input for the
+    backward pass (batch_norm.normalize_with_batch_statistics).
     """
 
     momentum: float = 0.1
     epsilon: float = 1e-5
     axis_name: Optional[str] = None
+    relu: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -90,26 +94,20 @@ class BatchNorm(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (channels,))
         running_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((channels,), jnp.float32))
         running_var = self.variable("batch_stats", "var", lambda: jnp.ones((channels,), jnp.float32))
-        if train:
-            axes = tuple(range(x.ndim - 1))
-            x32 = x.astype(jnp.float32)
-            count = math.prod(x.shape[:-1])
-            mean = x32.mean(axes)
+        if not train:
+            inv = jax.lax.rsqrt(running_var.value + self.epsilon) * scale
+            # Normalised in float32 whatever x's dtype (bfloat16 compute): one fused elementwise pass.
+            out = (x.astype(jnp.float32) - running_mean.value) * inv + bias
+            return (nn.relu(out) if self.relu else out).astype(x.dtype)
+        out, mean, var = normalize_with_batch_statistics(x, scale, bias, self.epsilon, self.axis_name, self.relu)
+        if not self.is_initializing():
+            count = x.size // channels
             if self.axis_name is not None:
-                mean = jax.lax.pmean(mean, self.axis_name)
                 count = count * jax.lax.psum(1, self.axis_name)
-            var = jnp.square(x32 - mean).mean(axes)
-            if self.axis_name is not None:
-                var = jax.lax.pmean(var, self.axis_name)
-            if not self.is_initializing():
-                m = self.momentum
-                running_mean.value = (1 - m) * running_mean.value + m * mean
-                running_var.value = (1 - m) * running_var.value + m * var * (count / max(count - 1, 1))
-        else:
-            mean, var = running_mean.value, running_var.value
-        inv = jax.lax.rsqrt(var + self.epsilon) * scale
-        # Normalised in float32 whatever x's dtype (bfloat16 compute): one fused elementwise pass.
-        return ((x.astype(jnp.float32) - mean) * inv + bias).astype(x.dtype)
+            m = self.momentum
+            running_mean.value = (1 - m) * running_mean.value + m * mean
+            running_var.value = (1 - m) * running_var.value + m * var * (count / max(count - 1, 1))
+        return out
 
 
 class DownBlock(nn.Module):
@@ -121,7 +119,7 @@ class DownBlock(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         x = Conv(self.features, 3, 1, name="conv")(x)
-        x = nn.relu(BatchNorm(axis_name=self.bn_axis_name, name="norm")(x, train))
+        x = BatchNorm(axis_name=self.bn_axis_name, relu=True, name="norm")(x, train)
         return geometry.avg_pool_2x(x)
 
 
@@ -134,7 +132,7 @@ class UpBlock(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         x = Conv(self.features, 3, 1, upsample_input=True, name="conv")(x)
-        return nn.relu(BatchNorm(axis_name=self.bn_axis_name, name="norm")(x, train))
+        return BatchNorm(axis_name=self.bn_axis_name, relu=True, name="norm")(x, train)
 
 
 class SameBlock(nn.Module):
@@ -148,7 +146,7 @@ class SameBlock(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         x = Conv(self.features, self.kernel_size, self.padding, name="conv")(x)
-        return nn.relu(BatchNorm(axis_name=self.bn_axis_name, name="norm")(x, train))
+        return BatchNorm(axis_name=self.bn_axis_name, relu=True, name="norm")(x, train)
 
 
 class ResBlock(nn.Module):
@@ -159,9 +157,9 @@ class ResBlock(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         c = x.shape[-1]
-        out = nn.relu(BatchNorm(axis_name=self.bn_axis_name, name="norm1")(x, train))
+        out = BatchNorm(axis_name=self.bn_axis_name, relu=True, name="norm1")(x, train)
         out = Conv(c, 3, 1, name="conv1")(out)
-        out = nn.relu(BatchNorm(axis_name=self.bn_axis_name, name="norm2")(out, train))
+        out = BatchNorm(axis_name=self.bn_axis_name, relu=True, name="norm2")(out, train)
         out = Conv(c, 3, 1, name="conv2")(out)
         return out + x
 

@@ -20,6 +20,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from mraa_jax.modules.cotangents import cotangent_for
+
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 # Where the per-tap products won on CPU (benchmarked layer by layer): kernels up to 3x3,
 # at least 8192 kernel columns (C*F, e.g. 64 -> 128 channels) and 8192 output rows (N*H*W,
@@ -84,13 +86,7 @@ def _backward(padding, method, residuals, out_grad):
     kernel_grad_by = {"taps": kernel_grad_by_taps, "output_patches": kernel_grad_by_output_patches}[method]
 
     def on_cpu(x, g):
-        grad = kernel_grad_by(x, g, kernel.shape, padding)
-        # Under shard_map, a kernel that is the same on every device (VGG-19's in the
-        # perceptual loss) must get the sum of the devices' gradients, as XLA's rule gives
-        # it: the transpose of "kernel used where x varies" does that sum (and is the
-        # identity when the kernel varies like x, or outside shard_map).
-        _, as_kernel_cotangent = jax.vjp(lambda k: k + 0 * jax.lax.stop_gradient(grad), kernel)
-        return as_kernel_cotangent(grad)[0]
+        return cotangent_for(kernel, kernel_grad_by(x, g, kernel.shape, padding))
 
     kernel_grad = jax.lax.platform_dependent(
         x, out_grad, cpu=on_cpu, default=lambda x, g: jax.vjp(lambda k: _xla_conv(x, k, padding), kernel)[1](g)[0]
@@ -120,15 +116,22 @@ def kernel_grad_by_taps(x: jax.Array, out_grad: jax.Array, kernel_shape, padding
 
 
 def kernel_grad_by_output_patches(x: jax.Array, out_grad: jax.Array, kernel_shape, padding: int) -> jax.Array:
-    """Like `kernel_grad_by_taps`, as one product: kernel[i, j, c, f] sums padded-input pixel q's
-    channel c times out_grad[q - (i, j), f] over all q; the kh*kw shifts of the (thin) output
-    gradient sit side by side as kh*kw*F columns."""
+    """Like `kernel_grad_by_taps`, one product per kernel row: kernel[i, j, c, f] sums
+    padded-input pixel q's channel c times out_grad[q - (i, j), f] over all q; for row i, the
+    kw shifts of the (thin) output gradient sit side by side as kw*F columns. (One product
+    for all rows would hold kh*kw shifted copies at once: 77 MB for vox256's last layer.)"""
     kh, kw, channels, features = kernel_shape
     padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     height, width = padded.shape[1:3]
+    pixels = padded.reshape(-1, channels).T
     grad = jnp.pad(out_grad, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
-    # Shift (i, j) at pixel q reads out_grad[q - (i, j)], which is grad[q + (kh-1-i, kw-1-j)].
-    shifted = [grad[:, kh - 1 - i : kh - 1 - i + height, kw - 1 - j : kw - 1 - j + width] for i in range(kh) for j in range(kw)]
-    columns = jnp.stack(shifted, axis=-2).reshape(-1, kh * kw * features)
-    product = jnp.dot(padded.reshape(-1, channels).T, columns, preferred_element_type=jnp.float32)
-    return product.reshape(channels, kh, kw, features).transpose(1, 2, 0, 3).astype(x.dtype)
+
+    def kernel_row(i):
+        # Shift (i, j) at pixel q reads out_grad[q - (i, j)], which is grad[q + (kh-1-i, kw-1-j)].
+        rows = jax.lax.dynamic_slice_in_dim(grad, kh - 1 - i, height, axis=1)
+        shifted = [rows[:, :, kw - 1 - j : kw - 1 - j + width] for j in range(kw)]
+        columns = jnp.stack(shifted, axis=-2).reshape(-1, kw * features)
+        return jnp.dot(pixels, columns, preferred_element_type=jnp.float32)
+
+    product = jax.lax.map(kernel_row, jnp.arange(kh))  # (kh, C, kw * F)
+    return product.reshape(kh, channels, kw, features).transpose(0, 2, 1, 3).astype(x.dtype)

@@ -42,8 +42,33 @@ def upsample_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     phase_kernels = _phase_kernels(kernel).reshape(2, 2, channels, 4 * features)
     padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     phases = conv2d(padded, phase_kernels, 0).reshape(n, h + 1, w + 1, 2, 2, features)
+    return _interleave_phases(phases)
+
+
+@jax.custom_vjp
+def _interleave_phases(phases: jax.Array) -> jax.Array:
+    """(N, H+1, W+1, 2, 2, F) -> (N, 2H, 2W, F): output pixel (2i+a, 2j+b) is phases[:, i+a, j+b, a, b]."""
+    n, h, w, _, _, features = phases.shape
+    h, w = h - 1, w - 1
     rows = [jnp.stack([phases[:, a : a + h, b : b + w, a, b] for b in range(2)], axis=3) for a in range(2)]
     return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, features)
+
+
+def _interleave_forward(phases):
+    return _interleave_phases(phases), None
+
+
+def _interleave_backward(_, out_grad):
+    # The four phases' cotangents, each padded to the phases' grid, stacked into ONE array.
+    # (Autodiff's transpose gives four full-size pads added together, which XLA keeps as
+    # four buffers when two ops read the sum: the phase conv's input and kernel gradients.)
+    n, h2, w2, features = out_grad.shape
+    grad = out_grad.reshape(n, h2 // 2, 2, w2 // 2, 2, features)
+    pad = lambda a, b: jnp.pad(grad[:, :, a, :, b], ((0, 0), (a, 1 - a), (b, 1 - b), (0, 0)))  # noqa: E731
+    return (jnp.stack([jnp.stack([pad(a, b) for b in range(2)], axis=3) for a in range(2)], axis=3),)
+
+
+_interleave_phases.defvjp(_interleave_forward, _interleave_backward)
 
 
 def _phase_kernels(kernel: jax.Array) -> jax.Array:
