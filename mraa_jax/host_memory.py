@@ -103,7 +103,7 @@ def release_memory_around_compiling(min_seconds: float = 1.0, min_lowering_secon
     """Release what glibc holds freed before compiling a large program (one whose lowering
     to MLIR took at least `min_lowering_seconds`) and after every compilation of at least
     `min_seconds`, in this process. Tracing and initialisation leave memory freed but kept,
-    which compiling vox256's step then does not reuse: its peak 2.71 -> 2.55 GB resident. And
+    which compiling vox256's step then does not reuse: its peak 2706 -> 2545 MiB resident. And
     compiling leaves hundreds of MB freed, in small blocks between live ones, which the
     programs' buffers do not reuse: vox256's animation calls peaked at 1.17-1.23 GB
     resident, 0.80-0.82 GB with this (and the per-network random initialisation; README,
