@@ -8,8 +8,8 @@ forward pass (2 cores; vox256's 256x256 and 128x128 layers at batch 2). For such
   times the output gradient, (N*H*W, F). 1.11 -> 0.27 s for the 256x256, 64 -> 128
   channel layer.
 - "output_patches", for layers with few output channels (the generator's 7x7 layer to
-  3 channels): one matrix product of the padded input, (rows, C)^T, with the kh*kw
-  shifted copies of the thin output gradient side by side, (rows, kh*kw*F).
+  3 channels): per kernel row, one matrix product of the padded input, (rows, C)^T, with
+  the kw shifted copies of the thin output gradient side by side, (rows, kw*F).
 The input gradient keeps XLA's rule, and on other backends (cuDNN on GPU) so does the
 kernel gradient.
 """
@@ -41,6 +41,7 @@ MIN_PRODUCT_2X2 = 2**25
 # channels: 2-30x faster on every such layer of vox256 (2 x 256 x 256, 64 -> 3: 1.31 -> 0.39 s;
 # 2 x 64 x 64, 108 -> 1: 296 -> 9 ms; 35 -> 10: 91 -> 45 ms), as fast on configs/shapes.py's
 # 16 x 16, 52 -> 9; with fewer input channels (shapes' 8 -> 3, 19 -> 8) XLA's is 3-5x faster.
+# (Timed as one product for all kernel rows; now one per row, for memory, timed in the step.)
 MAX_PATCH_FEATURES = 16
 MIN_PATCH_CHANNELS = 32
 
