@@ -24,7 +24,8 @@ def _channel_sum(x: jax.Array, axis_name: Optional[str]) -> jax.Array:
     return total if axis_name is None else jax.lax.psum(total, axis_name)
 
 
-def _count(x: jax.Array, axis_name: Optional[str]):
+def sample_count(x: jax.Array, axis_name: Optional[str] = None):
+    """How many values per channel the batch statistics average (over the devices on `axis_name`)."""
     count = x.size // x.shape[-1]
     return count if axis_name is None else count * jax.lax.psum(1, axis_name)
 
@@ -33,7 +34,7 @@ def batch_statistics(x: jax.Array, axis_name: Optional[str] = None) -> tuple[jax
     """Per-channel mean and biased variance of x in float32, over the batch (and the devices
     on `axis_name`)."""
     x32 = x.astype(jnp.float32)
-    count = _count(x, axis_name)
+    count = sample_count(x, axis_name)
     mean = _channel_sum(x32, axis_name) / count
     return mean, _channel_sum(jnp.square(x32 - mean), axis_name) / count
 
@@ -71,7 +72,7 @@ def _backward(epsilon, axis_name, relu, residuals, cotangents):
     grad_sum, grad_dot = local_grad_sum, local_grad_dot
     if axis_name is not None:  # the statistics are the devices' together
         grad_sum, grad_dot = jax.lax.psum((grad_sum, grad_dot), axis_name)
-    count = _count(x, axis_name)
+    count = sample_count(x, axis_name)
     x_grad = (inv_std * scale) * grad - (inv_std * scale / count) * (grad_sum + normalized * grad_dot)
     return x_grad.astype(x.dtype), cotangent_for(scale, local_grad_dot), cotangent_for(bias, local_grad_sum)
 

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from mraa_jax import geometry
-from mraa_jax.modules.batch_norm import normalize_with_batch_statistics
+from mraa_jax.modules.batch_norm import normalize_with_batch_statistics, sample_count
 from mraa_jax.modules.conv import conv2d
 from mraa_jax.modules.upsample_conv import upsample_conv2d
 
@@ -101,9 +101,7 @@ class BatchNorm(nn.Module):
             return (nn.relu(out) if self.relu else out).astype(x.dtype)
         out, mean, var = normalize_with_batch_statistics(x, scale, bias, self.epsilon, self.axis_name, self.relu)
         if not self.is_initializing():
-            count = x.size // channels
-            if self.axis_name is not None:
-                count = count * jax.lax.psum(1, self.axis_name)
+            count = sample_count(x, self.axis_name)
             m = self.momentum
             running_mean.value = (1 - m) * running_mean.value + m * mean
             running_var.value = (1 - m) * running_var.value + m * var * (count / max(count - 1, 1))
