@@ -1,12 +1,14 @@
-"""One convolution layer's gradients: XLA's own kernel gradient against mraa_jax's.
+"""One convolution layer's forward pass and gradients, compiled as animation and as training are.
 
-    python benchmarks/conv_gradient.py --batch 2 --size 256 --channels 64 --features 128 --kernel 3
+    python benchmarks/conv_gradient.py --batch 2 --size 64 --channels 256 --features 256 --kernel 3
 
 Random input (batch, size, size, channels) and output gradient; a stride-1 convolution to
 `features` channels with a kernel x kernel kernel, 'SAME'-padded for odd kernels (even ones
 shrink the output by one). Times, each jitted, warmed up once and then the median of --repeats
-calls: the forward pass, XLA's input gradient, XLA's kernel gradient and the two that `conv2d`
-uses on CPU for some layers (`kernel_grad_by_taps`, `kernel_grad_by_output_patches`; which one
+calls: the forward pass, XLA's input gradient and XLA's kernel gradient, each compiled with
+XLA's default options (on CPU: YNNPACK's convolutions, as animation runs them; `*_ynnpack`) and
+with the training steps' (`conv.TRAINING_COMPILER_OPTIONS`: Eigen's; `*_training`); and the
+kernel gradient by output patches, which `conv2d` uses on CPU for thin 7x7 layers (which one
 this layer gets, `kernel_gradient_method`, is printed too). Prints JSON.
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from _measure import median_seconds
 from mraa_jax.host_memory import prepare_process
-from mraa_jax.modules.conv import _xla_conv, kernel_grad_by_output_patches, kernel_grad_by_taps, kernel_gradient_method
+from mraa_jax.modules.conv import TRAINING_COMPILER_OPTIONS, _xla_conv, kernel_grad_by_output_patches, kernel_gradient_method
 
 
 def main():
@@ -45,19 +47,20 @@ def main():
     def xla_kernel_grad(x, g):
         return jax.vjp(lambda k: _xla_conv(x, k, padding), kernel)[1](g)[0]
 
-    variants = {
-        "forward": (jax.jit(lambda x, k: _xla_conv(x, k, padding)), (x, kernel)),
-        "xla_input_grad": (jax.jit(xla_input_grad), (x, out_grad)),
-        "xla_kernel_grad": (jax.jit(xla_kernel_grad), (x, out_grad)),
-        "tap_kernel_grad": (jax.jit(lambda x, g: kernel_grad_by_taps(x, g, kernel.shape, padding)), (x, out_grad)),
-        "output_patch_kernel_grad": (
-            jax.jit(lambda x, g: kernel_grad_by_output_patches(x, g, kernel.shape, padding)),
-            (x, out_grad),
-        ),
+    layer = {
+        "forward": (lambda x, k: _xla_conv(x, k, padding), (x, kernel)),
+        "xla_input_grad": (xla_input_grad, (x, out_grad)),
+        "xla_kernel_grad": (xla_kernel_grad, (x, out_grad)),
     }
+    variants = {}
+    for name, (fn, fn_args) in layer.items():
+        variants[f"{name}_ynnpack"] = (jax.jit(fn), fn_args)
+        variants[f"{name}_training"] = (jax.jit(fn, compiler_options=TRAINING_COMPILER_OPTIONS), fn_args)
+    variants["output_patch_kernel_grad"] = (
+        jax.jit(lambda x, g: kernel_grad_by_output_patches(x, g, kernel.shape, padding)), (x, out_grad))
     flop = 2 * args.batch * out_size ** 2 * args.channels * args.features * args.kernel ** 2
     report = {"layer": vars(args), "gflop": round(flop / 1e9, 2),
-              "conv2d_kernel_gradient": kernel_gradient_method(x.shape, kernel.shape, padding),
+              "conv2d_kernel_gradient": kernel_gradient_method(kernel.shape),
               "device": str(jax.devices()[0]), "jax": jax.__version__}
     for name, (fn, fn_args) in variants.items():
         seconds = median_seconds(fn, fn_args, args.repeats)

@@ -5,8 +5,8 @@ this machine's matrix-product rate (random weights).
 
 training_step_gflop: XLA's cost analysis of the compiled reconstruction step (equivariance + L1,
 the `l1` variant of training_step.py), counted with XLA's own convolution gradients everywhere,
-because the cost analysis counts a loop's body once and `conv2d`'s per-tap kernel gradients are
-loops: the same sums, all counted. animation_frame_gflop: the compiled animation chunk of one
+because the cost analysis counts a loop's body once and `conv2d`'s output-patch kernel gradients
+are loops: the same sums, all counted. animation_frame_gflop: the compiled animation chunk of one
 frame (region predictor on the driving frame, flow predictor, generator decoder; the source
 encoded once, outside). matmul_gflop_per_s: a jitted 2048x2048 float32 matrix product, median of
 20 calls. floor_s = GFLOP / that rate. Prints JSON.

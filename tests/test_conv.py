@@ -1,6 +1,9 @@
-"""conv2d: XLA's convolution, with a hand-written kernel gradient on CPU for large layers;
-upsample_conv2d: nearest x2 upsampling then a convolution, mostly without the upsampled copy."""
+"""conv2d: XLA's convolution with its own VJP (a hand-written kernel gradient on CPU for thin
+7x7 layers); how the training steps compile convolutions on CPU; upsample_conv2d: nearest x2
+upsampling then a convolution, mostly without the upsampled copy."""
 from __future__ import annotations
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -8,49 +11,33 @@ import numpy as np
 import pytest
 
 from mraa_jax import geometry
+from mraa_jax.modules import conv
 from mraa_jax.modules.conv import _xla_conv, conv2d, kernel_gradient_method
 from mraa_jax.modules.upsample_conv import upsample_conv2d, upsample_conv3x3
 
 
 def test_layer_choice():
-    def method(x_shape, kernel_shape, padding):
-        return kernel_gradient_method(x_shape, kernel_shape, padding)
-
-    assert method((2, 256, 256, 64), (3, 3, 64, 128), 1) == "taps"  # vox256 generator, batch 2
-    assert method((8, 64, 64, 128), (3, 3, 128, 128), 1) == "taps"
-    assert method((2, 128, 128, 32), (3, 3, 32, 64), 1) == "xla"  # few channels
-    assert method((2, 64, 64, 256), (3, 3, 256, 256), 1) == "taps"  # vox256's bottleneck
-    assert method((2, 32, 32, 256), (3, 3, 256, 512), 1) == "xla"  # few rows
-    assert method((2, 64, 64, 256), (3, 3, 256, 256), 0) == "xla"  # 62x62 output: 7688 rows
-    assert method((2, 34, 34, 256), (2, 2, 256, 256), 0) == "taps"  # up-convolution phase kernels
-    assert method((8, 18, 18, 32), (2, 2, 32, 64), 0) == "xla"  # configs/shapes.py's largest
-    assert method((2, 256, 256, 64), (7, 7, 64, 3), 3) == "output_patches"  # vox256's output layer
-    assert method((8, 64, 64, 8), (7, 7, 8, 3), 3) == "xla"  # configs/shapes.py's: 8 channels
-    assert method((2, 64, 64, 35), (7, 7, 35, 10), 3) == "output_patches"  # vox256's region predictor
-    assert method((2, 256, 256, 3), (7, 7, 3, 64), 3) == "xla"  # the first layer: many outputs
+    assert kernel_gradient_method((7, 7, 64, 3)) == "output_patches"  # vox256's output layer
+    assert kernel_gradient_method((7, 7, 35, 10)) == "output_patches"  # vox256's region predictor
+    assert kernel_gradient_method((7, 7, 8, 3)) == "xla"  # configs/shapes.py's: 8 channels
+    assert kernel_gradient_method((7, 7, 3, 64)) == "xla"  # the first layer: many outputs
+    assert kernel_gradient_method((3, 3, 64, 3)) == "xla"  # small kernel
 
 
-def _compare_with_xla(x, kernel, padding, tolerance):
-    """conv2d's output and gradients against XLA's own; returns the kernel gradients' largest difference."""
-    out, ours = jax.vjp(lambda x, k: conv2d(x, k, padding), x, kernel)
-    ref_out, xla = jax.vjp(lambda x, k: _xla_conv(x, k, padding), x, kernel)
-    np.testing.assert_array_equal(out, ref_out)  # the forward pass is XLA's
+def _gradients(conv_fn, x, kernel, padding):
+    out, vjp = jax.vjp(lambda x, k: conv_fn(x, k, padding), x, kernel)
     grad = jnp.asarray(np.random.default_rng(1).normal(size=out.shape), jnp.float32)
-    (x_grad, kernel_grad), (ref_x_grad, ref_kernel_grad) = ours(grad), xla(grad)
-    np.testing.assert_array_equal(x_grad, ref_x_grad)
-    np.testing.assert_allclose(kernel_grad, ref_kernel_grad, rtol=0, atol=tolerance * float(jnp.abs(ref_kernel_grad).max()))
-    return float(jnp.abs(kernel_grad - ref_kernel_grad).max())
+    return out, *vjp(grad)
 
 
-@pytest.mark.parametrize("padding", [1, 0, 2])
-def test_tap_gradient_matches_xla(padding):
-    size = {1: 64, 0: 66, 2: 62}[padding]  # 64x64 outputs: 8192 rows at batch 2, the least for taps
+@pytest.mark.parametrize("padding", [1, 0])
+def test_xla_method_is_xlas_own_gradient(padding):
     rng = np.random.default_rng(padding)
-    x = jnp.asarray(rng.normal(size=(2, size, size, 64)), jnp.float32)
-    kernel = jnp.asarray(rng.normal(size=(3, 3, 64, 128)) * 0.05, jnp.float32)
-    assert kernel_gradient_method(x.shape, kernel.shape, padding) == "taps"
-    # Sums of 8192 products each, in another order: float32 rounding only; but not XLA's rule.
-    assert _compare_with_xla(x, kernel, padding, 2e-5) > 0
+    x = jnp.asarray(rng.normal(size=(2, 16, 16, 8)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 8, 16)), jnp.float32)
+    assert kernel_gradient_method(kernel.shape) == "xla"
+    for ours, xla in zip(_gradients(conv2d, x, kernel, padding), _gradients(_xla_conv, x, kernel, padding)):
+        np.testing.assert_array_equal(ours, xla)
 
 
 @pytest.mark.parametrize("padding", [3, 1])
@@ -58,17 +45,24 @@ def test_output_patch_gradient_matches_xla(padding):
     rng = np.random.default_rng(padding)
     x = jnp.asarray(rng.normal(size=(2, 40, 40, 64)), jnp.float32)
     kernel = jnp.asarray(rng.normal(size=(7, 7, 64, 3)) * 0.05, jnp.float32)
-    assert kernel_gradient_method(x.shape, kernel.shape, padding) == "output_patches"
-    assert _compare_with_xla(x, kernel, padding, 2e-5) > 0
+    assert kernel_gradient_method(kernel.shape) == "output_patches"
+    (out, x_grad, kernel_grad), (ref_out, ref_x_grad, ref_kernel_grad) = (
+        _gradients(conv2d, x, kernel, padding), _gradients(_xla_conv, x, kernel, padding))
+    np.testing.assert_array_equal(out, ref_out)  # the forward pass is XLA's
+    np.testing.assert_array_equal(x_grad, ref_x_grad)
+    # Sums of 6400 products each, in another order: float32 rounding only; but not XLA's rule.
+    scale = float(jnp.abs(ref_kernel_grad).max())
+    np.testing.assert_allclose(kernel_grad, ref_kernel_grad, rtol=0, atol=2e-5 * scale)
+    assert float(jnp.abs(kernel_grad - ref_kernel_grad).max()) > 0
 
 
-def test_tap_gradient_in_bfloat16():
+def test_output_patch_gradient_in_bfloat16():
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(2, 128, 128, 64)), jnp.bfloat16)
-    kernel = jnp.asarray(rng.normal(size=(3, 3, 64, 128)) * 0.05, jnp.float32)
+    x = jnp.asarray(rng.normal(size=(2, 64, 64, 64)), jnp.bfloat16)
+    kernel = jnp.asarray(rng.normal(size=(7, 7, 64, 3)) * 0.05, jnp.float32)
 
-    def loss(conv, k):
-        return jnp.sum(conv(x, k.astype(jnp.bfloat16), 1).astype(jnp.float32) ** 2)
+    def loss(conv_fn, k):
+        return jnp.sum(conv_fn(x, k.astype(jnp.bfloat16), 3).astype(jnp.float32) ** 2)
 
     ours = jax.grad(lambda k: loss(conv2d, k))(kernel)
     ref = jax.grad(lambda k: loss(_xla_conv, k))(kernel)
@@ -76,7 +70,8 @@ def test_tap_gradient_in_bfloat16():
     np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-2 * float(jnp.abs(ref).max()))
 
 
-def test_tap_gradient_of_a_replicated_kernel_under_shard_map():
+@pytest.mark.parametrize("kernel_shape", [(7, 7, 64, 3), (3, 3, 64, 32)])
+def test_gradient_of_a_replicated_kernel_under_shard_map(kernel_shape):
     """A kernel the same on every device (not cast to varying, like VGG-19's in the perceptual
     loss) gets its gradient summed over the devices, as XLA's own rule gives it."""
     from jax.sharding import PartitionSpec as P
@@ -85,18 +80,44 @@ def test_tap_gradient_of_a_replicated_kernel_under_shard_map():
 
     mesh = make_mesh(jax.devices()[:1])
     rng = np.random.default_rng(3)
-    x = jnp.asarray(rng.normal(size=(2, 128, 128, 64)), jnp.float32)
-    kernel = jnp.asarray(rng.normal(size=(3, 3, 64, 128)) * 0.05, jnp.float32)
+    x = jnp.asarray(rng.normal(size=(2, 32, 32, 64)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=kernel_shape) * 0.05, jnp.float32)
+    padding = kernel_shape[0] // 2
 
-    def kernel_grad(conv):
+    def kernel_grad(conv_fn):
         def per_device(x, kernel):
-            grad = jax.grad(lambda k: jnp.sum(conv(x, k, 1) ** 2))(kernel)
+            grad = jax.grad(lambda k: jnp.sum(conv_fn(x, k, padding) ** 2))(kernel)
             return jax.lax.pmean(grad, AXIS)
 
         return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(AXIS), P()), out_specs=P()))(x, kernel)
 
     ours, ref = kernel_grad(conv2d), kernel_grad(_xla_conv)
     np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-5 * float(jnp.abs(ref).max()))
+
+
+def test_training_steps_compile_convolutions_without_ynnpack():
+    """The training steps' compiler options reach XLA: a convolution is not a YNNPACK fusion
+    there (which, by default, it is; one that YNNPACK fuses into a reduction still is)."""
+    from mraa_jax.training.steps import AXIS, data_parallel, make_mesh
+
+    mesh = make_mesh(jax.devices()[:1])
+    x, kernel = jnp.ones((2, 16, 16, 32)), jnp.ones((3, 3, 32, 32))
+
+    def step(kernel, x):
+        return kernel, jax.lax.pmean(_xla_conv(x, kernel, 1), AXIS)
+
+    def ynn_convolutions(compiled):
+        """How many YNNPACK fusions of the optimised program hold a convolution."""
+        text = compiled.as_text()
+        called = re.findall(r"calls=%?([\w.-]+).*\"__ynn_fusion\"", text)
+        bodies = (re.search(r"^%?" + re.escape(name) + r" .*?\n}", text, re.M | re.S).group(0) for name in called)
+        return sum("convolution(" in body for body in bodies)
+
+    default = jax.jit(lambda kernel, x: _xla_conv(x, kernel, 1)).lower(kernel, x).compile()
+    training = data_parallel(step, mesh, num_replicated_args=1, num_batch_args=1).lower(kernel, x).compile()
+    assert ynn_convolutions(default) > 0
+    assert ynn_convolutions(training) == 0
+    assert conv.compiler_options(jax.devices()) == conv.TRAINING_COMPILER_OPTIONS
 
 
 def _upsample_then_conv(x, kernel, padding):

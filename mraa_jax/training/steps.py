@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mraa_jax.losses import EquivarianceTransform, VGG19Features
 from mraa_jax.model import Networks
+from mraa_jax.modules import conv
 from mraa_jax.training.reconstruction import RECONSTRUCTION_NETWORKS, reconstruction_losses
 
 AXIS = "data"
@@ -135,11 +136,12 @@ def data_parallel(step_fn: Callable, mesh: jax.sharding.Mesh, num_replicated_arg
     """jit(shard_map(step_fn)): the first `num_replicated_args` arguments (the state first)
     replicated, the `num_batch_args` batch arrays after them split on axis 0.
 
-    The state argument is donated: its buffers are reused for the new state.
+    The state argument is donated: its buffers are reused for the new state. On CPU the
+    convolutions are compiled by Eigen, not YNNPACK (`conv.TRAINING_COMPILER_OPTIONS`).
     """
     in_specs = (P(),) * num_replicated_args + (P(AXIS),) * num_batch_args
     mapped = jax.shard_map(step_fn, mesh=mesh, in_specs=in_specs, out_specs=(P(), P()))
-    return jax.jit(mapped, donate_argnums=0)
+    return jax.jit(mapped, donate_argnums=0, compiler_options=conv.compiler_options(mesh.devices.flat))
 
 
 def shard_batch(mesh: jax.sharding.Mesh, *arrays):
