@@ -5,10 +5,12 @@
 Builds the reconstruction step with benchmarks/training_step.py's `build_step` (its `l1`
 variant: equivariance + L1; random weights), runs --warmup untimed steps, then traces one step
 (`jax.profiler.trace`, a Perfetto trace written under --trace_dir). Prints the traced step's
-wall time, the op time summed by kind of XLA op (the fusion kind: convolutions and matrix
-products are `ynn_fusion`/`convolution` on CPU), and the --top ops with the model code each
+wall time, the op time summed by kind of XLA op (the fusion kind: matrix products and
+YNNPACK's convolutions are `ynn_fusion` on CPU), and the --top ops with the model code each
 comes from (XLA's op_name metadata). Tracing adds overhead: compare ops with each other,
-not the traced time with training_step.py's.
+not the traced time with training_step.py's. Eigen's convolutions, which the training steps
+use on CPU (mraa_jax/modules/conv.py), are mostly missing from the trace: for vox256's step
+(commit 0ada5e4) its ops add up to 2.8 s of a 4.2 s step.
 """
 from __future__ import annotations
 
