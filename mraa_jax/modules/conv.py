@@ -2,7 +2,7 @@
 
 XLA:CPU runs convolutions either through YNNPACK (its default) or through Eigen. YNNPACK's
 kernel gradients are slow: it computes them as a convolution with the image as the kernel,
-at 15-45 GFLOP/s on vox256's layers against 100-300 for Eigen's. The training steps are
+at 15-45 GFLOP/s on vox256's layers against 100-220 for Eigen's. The training steps are
 therefore compiled with `TRAINING_COMPILER_OPTIONS` on CPU (YNNPACK keeps matrix products
 and reductions, Eigen takes the convolutions), which made vox256's step 10-13% faster; the
 forward-only programs (animation) keep YNNPACK, which runs the generator's 7x7 output layer
