@@ -29,7 +29,9 @@ video's fps (--fps where the input has none, e.g. a frame folder).
 Driving frames go through the networks in jitted batches of --chunk_size frames, the source
 encoded once. --compute_dtype bfloat16 runs the networks' convolutions in bfloat16 (faster on
 GPUs; outputs stay float32). Expected errors (missing or unreadable files, bad images, a checkpoint that
-does not fit the config) print one line naming the cause and exit with status 1.
+does not fit the config, an output folder that cannot be written) print one line naming the
+cause and exit with status 1, before the model is loaded where they can be found then. Results
+are written under a temporary name and renamed when complete: a failed run leaves no partial file.
 """
 from __future__ import annotations
 
@@ -99,11 +101,15 @@ def run() -> dict:
                 raise InputError(f"the demo needs {flag}")
         animation_mode = mode if mode != "demo" else (_ANIMATION_MODE.value or "relative")
     config = _load_config()
+    # Check the inputs and outputs before the (slow) model load.
     if demo_mode:
-        # Check the inputs before the (slow) model load.
         evaluation.read_source_image(_SOURCE.value)
         if not Path(_DRIVING.value).exists():
             raise InputError(f"driving video {_DRIVING.value}: no such file or folder")
+        for output in filter(None, (_RESULT.value, _VIS.value)):
+            evaluation.check_writable(Path(output).parent, f"output {output}")
+    else:
+        evaluation.check_writable(Path(_OUT_DIR.value), "--out_dir")
     needed = ("region_predictor", "bg_predictor", "generator")
     model = evaluation.load_model(_CHECKPOINT.value, config, needed=needed)
     if _DTYPE.value:
@@ -112,6 +118,7 @@ def run() -> dict:
     if not demo_mode and mode == "animate":
         animation_mode = _ANIMATION_MODE.value or config.get("animate_params", {}).get("mode", "relative")
     if (demo_mode or mode == "animate") and animation_mode == "avd":
+        model.check_mode(animation_mode)
         evaluation.check_variables(model, ("avd_network",))
     progress = _PROGRESS.value
     if demo_mode:
@@ -146,13 +153,12 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
     warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)  # ffmpeg subprocesses under JAX
-    from mraa_jax.data import VideoReadError
-    from mraa_jax.evaluation import InputError
+    from mraa_jax.errors import InputError, first_line
 
     try:
         run()
-    except (InputError, VideoReadError, FileNotFoundError, ValueError) as e:  # expected: one line, no traceback
-        print(f"launch_eval.py: error: {e}", file=sys.stderr)
+    except (InputError, OSError) as e:  # expected: one line, no traceback
+        print(f"launch_eval.py: error: {first_line(e)}", file=sys.stderr)
         sys.exit(1)
 
 

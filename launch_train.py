@@ -4,6 +4,7 @@
     python launch_train.py --config configs/vox256.py --workdir runs/vox256
     python launch_train.py --config configs/vox256.py --workdir runs/vox256 --mode train_avd
     python launch_train.py --config configs/vox256.py --workdir runs/ft --init_from converted/vox256   # fine-tune
+    python launch_train.py --config configs/vox256.py --workdir runs/ft --init_from vox.pth           # or from the original's file
 
 Config fields are overridable: --config.train_params.batch_size=8. A workdir that
 holds checkpoints resumes from the latest one. The dataset (config
@@ -36,7 +37,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, logs
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "train_avd", "all"],
                           "train: reconstruction stage; train_avd: AVD stage; all: both, then evaluate and animate (the main job)")
 _DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "where datasets are built (once) and read")
-_INIT_FROM = flags.DEFINE_string("init_from", None, "model directory to fine-tune (a converted original or our own)")
+_INIT_FROM = flags.DEFINE_string("init_from", None, "model directory (a converted original or our own) or original .pth checkpoint to fine-tune")
 _MAX_STEPS = flags.DEFINE_integer("max_steps", None, "stop after this many optimiser steps (default: the config's epochs)")
 _AVD_MAX_STEPS = flags.DEFINE_integer("avd_max_steps", None, "--mode all: the AVD stage's --max_steps")
 _SEED = flags.DEFINE_integer("seed", 0, "seed of initialisation, data order and transforms")

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 
+from mraa_jax.errors import InputError
 from mraa_jax.geometry import inverse_2x2
 from mraa_jax.region_params import RegionParams
 
@@ -14,7 +15,7 @@ MODES = ("standard", "relative", "avd")
 
 def check_mode(mode: str) -> None:
     if mode not in MODES:
-        raise ValueError(f"animation mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise InputError(f"animation mode must be one of {', '.join(MODES)}, got {mode!r}")
 
 
 def movement_scale(source_shift, initial_shift) -> float:

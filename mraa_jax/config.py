@@ -14,7 +14,7 @@ the defaults the original's scripts assume.
 
 Public API:
     fill_defaults(cfg) -> ConfigDict         defaults merged in (input left untouched)
-    validate_config(cfg) -> None             raises ValueError naming the bad field
+    validate_config(cfg) -> None             raises ConfigError (an InputError) naming the bad field
     config_from_dict(d) -> ConfigDict        normalise + fill + validate (configs/*.py use it)
     config_from_yaml(path) -> ConfigDict     an original-format YAML file
     load_config(spec) -> ConfigDict          a ConfigDict, a configs/*.py path or a YAML path
@@ -31,6 +31,8 @@ from typing import Any, Union
 
 import ml_collections
 import yaml
+
+from mraa_jax.errors import ConfigError
 
 BG_TYPES = ("zero", "shift", "affine", "perspective")
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -225,7 +227,7 @@ def fill_defaults(cfg: ConfigLike) -> ml_collections.ConfigDict:
 
 
 def _fail(field: str, message: str) -> None:
-    raise ValueError(f"{field}: {message}")
+    raise ConfigError(f"{field}: {message}")
 
 
 def _check_keys(node: Any, schema: dict, prefix: str) -> None:
@@ -324,7 +326,7 @@ def _validate_model(mp: Mapping) -> None:
 
 
 def validate_config(cfg: ConfigLike) -> None:
-    """Raise ValueError, naming the field, if `cfg` is not a usable MRAA config.
+    """Raise ConfigError, naming the field, if `cfg` is not a usable MRAA config.
 
     Checks that model_params has every required field and no unknown one (the
     original's constructors reject unknown keywords too), the types and ranges of the
@@ -332,7 +334,7 @@ def validate_config(cfg: ConfigLike) -> None:
     """
     plain = _to_plain(cfg)
     if not isinstance(plain, dict):
-        raise ValueError(f"config: expected a mapping, got {type(cfg).__name__}")
+        raise ConfigError(f"config: expected a mapping, got {type(cfg).__name__}")
     for name in SECTIONS:
         if not isinstance(plain.get(name), dict):
             _fail(name, "required section is missing" if plain.get(name) is None
@@ -359,12 +361,23 @@ def config_from_yaml(path: Union[str, os.PathLike]) -> ml_collections.ConfigDict
     """Read an original-format YAML config (yaml.safe_load), fill defaults, validate."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path} (expected an existing .yaml/.yml file)")
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f)
+        raise ConfigError(f"config file not found: {path} (expected an existing .yaml/.yml file)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not a readable YAML file ({' '.join(str(e).split())[:200]})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
-    return config_from_dict(data)
+        raise ConfigError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
+    return _config_of_file(path, data)
+
+
+def _config_of_file(path: Path, data: ConfigLike) -> ml_collections.ConfigDict:
+    """config_from_dict(data), its errors prefixed with the file they come from."""
+    try:
+        return config_from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def _config_from_py(path: Path) -> ml_collections.ConfigDict:
@@ -372,13 +385,13 @@ def _config_from_py(path: Path) -> ml_collections.ConfigDict:
     module_name = f"_mraa_config_{path.stem}_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
-        raise ValueError(f"{path}: cannot import as a Python config file")
+        raise ConfigError(f"{path}: cannot import as a Python config file")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     get_config = getattr(module, "get_config", None)
     if not callable(get_config):
-        raise ValueError(f"{path}: a Python config file must define get_config()")
-    return config_from_dict(get_config())
+        raise ConfigError(f"{path}: a Python config file must define get_config()")
+    return _config_of_file(path, get_config())
 
 
 def load_config(spec: Union[ConfigLike, str, os.PathLike]) -> ml_collections.ConfigDict:
@@ -393,10 +406,10 @@ def load_config(spec: Union[ConfigLike, str, os.PathLike]) -> ml_collections.Con
     path = Path(spec)
     suffix = path.suffix.lower()
     if suffix not in (".py", ".yaml", ".yml"):
-        raise ValueError(f"unknown config file extension {path.suffix!r} for {path}: "
+        raise ConfigError(f"unknown config file extension {path.suffix!r} for {path}: "
                          "expected a configs/*.py file or a .yaml/.yml file")
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path} (expected an existing "
+        raise ConfigError(f"config file not found: {path} (expected an existing "
                                 f"{'configs/*.py' if suffix == '.py' else '.yaml/.yml'} file)")
     if suffix == ".py":
         return _config_from_py(path)

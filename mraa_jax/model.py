@@ -24,6 +24,7 @@ import ml_collections
 
 from mraa_jax import animation
 from mraa_jax.config import COMPUTE_DTYPES
+from mraa_jax.errors import InputError
 from mraa_jax.modules.avd import AVDNetwork
 from mraa_jax.modules.bg_predictor import BGMotionPredictor
 from mraa_jax.modules.generator import Generator, warp
@@ -53,7 +54,7 @@ def build_networks(model_params: ml_collections.ConfigDict, bn_axis_name: Option
     mp = model_params
     compute_dtype = mp.get("compute_dtype", "float32")
     if compute_dtype not in COMPUTE_DTYPES:
-        raise ValueError(f"model_params.compute_dtype: expected one of {', '.join(COMPUTE_DTYPES)}, got {compute_dtype!r}")
+        raise InputError(f"model_params.compute_dtype: expected one of {', '.join(COMPUTE_DTYPES)}, got {compute_dtype!r}")
     dtype = jnp.dtype(compute_dtype)
     rp = mp.region_predictor_params
     region_predictor = RegionPredictor(
@@ -141,10 +142,14 @@ class MRAA:
     >>> video = model.animate(image, frames, mode="relative")
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, variables: dict[str, dict]):
+    def __init__(self, config: ml_collections.ConfigDict, variables: dict[str, dict], untrained=(), source: str = "this model"):
+        """untrained: networks whose variables are random because the checkpoint lacks them
+        (a first-stage checkpoint has no `avd_network`); source: where the model came from, for messages."""
         self.config = config
         self.networks = build_networks(config.model_params)
         self.variables = variables
+        self.untrained = tuple(untrained)
+        self.source = str(source)
         nets = self.networks
         self._regions = jax.jit(lambda v, x: nets.region_predictor.apply(v, x))
         self._background = jax.jit(lambda v, s, d: nets.bg_predictor.apply(v, s, d))
@@ -170,7 +175,14 @@ class MRAA:
         config = ml_collections.ConfigDict(self.config.to_dict())
         config.model_params.compute_dtype = compute_dtype
         validate_config(config)
-        return MRAA(config, self.variables)
+        return MRAA(config, self.variables, self.untrained, self.source)
+
+    def check_mode(self, mode: str) -> None:
+        """InputError unless this model can animate in `mode`: "avd" needs a trained AVD network."""
+        animation.check_mode(mode)
+        if mode == "avd" and "avd_network" in self.untrained:
+            raise InputError(f"{self.source}: the checkpoint has no AVD network (the second stage trains it: "
+                             "launch_train.py --mode train_avd); animate with mode 'standard' or 'relative'")
 
     # -- single steps ---------------------------------------------------------
 
@@ -185,7 +197,7 @@ class MRAA:
         """(B, 3, 3) background transforms from driving to source coordinates."""
         source, driving = self._batch(source, "source"), self._batch(driving, "driving")
         if source.shape != driving.shape:
-            raise ValueError(f"source and driving must have the same shape, got {source.shape} and {driving.shape}")
+            raise InputError(f"source and driving must have the same shape, got {source.shape} and {driving.shape}")
         return self._background(self.variables["bg_predictor"], source, driving)
 
     def generate(self, source: jax.Array, source_params: RegionParams, driving_params: RegionParams, bg: Optional[jax.Array] = None) -> dict:
@@ -207,7 +219,7 @@ class MRAA:
         jitted chunks of `chunk_size` (the last one padded), so one compilation
         serves any video length.
         """
-        animation.check_mode(mode)
+        self.check_mode(mode)
         source_image, driving_frames = check_animation_inputs(source_image, driving_frames, self.config.model_params.num_channels)
         source = source_image[None]
         source_params = self.regions(source).without_heatmap()
@@ -277,15 +289,15 @@ def check_animation_inputs(source_image, driving_frames, channels: int) -> tuple
     source_image = jnp.asarray(source_image, jnp.float32)
     driving_frames = jnp.asarray(driving_frames, jnp.float32)
     if source_image.ndim != 3 or driving_frames.ndim != 4:
-        raise ValueError(
+        raise InputError(
             f"animate expects source_image (H, W, C) and driving_frames (T, H, W, C), got {source_image.shape} and {driving_frames.shape}"
         )
     if driving_frames.shape[0] == 0:
-        raise ValueError("animate needs at least one driving frame, got 0 frames")
+        raise InputError("animate needs at least one driving frame, got 0 frames")
     if driving_frames.shape[1:] != source_image.shape:
-        raise ValueError(f"driving frames {driving_frames.shape[1:]} must have the source image's shape {source_image.shape}")
+        raise InputError(f"driving frames {driving_frames.shape[1:]} must have the source image's shape {source_image.shape}")
     if source_image.shape[-1] != channels:
-        raise ValueError(f"source_image has {source_image.shape[-1]} channels, the model expects {channels}")
+        raise InputError(f"source_image has {source_image.shape[-1]} channels, the model expects {channels}")
     return source_image, driving_frames
 
 
@@ -293,7 +305,7 @@ def _as_batch(images: Any, name: str, channels: int) -> jax.Array:
     """`images` as a float32 (B, H, W, C) array with the model's channel count, or a ValueError."""
     images = jnp.asarray(images, jnp.float32)
     if images.ndim != 4:
-        raise ValueError(f"{name} must be a (B, H, W, C) batch of images, got shape {images.shape}")
+        raise InputError(f"{name} must be a (B, H, W, C) batch of images, got shape {images.shape}")
     if images.shape[-1] != channels:
-        raise ValueError(f"{name} has {images.shape[-1]} channels, the model expects {channels} (shape {images.shape})")
+        raise InputError(f"{name} has {images.shape[-1]} channels, the model expects {channels} (shape {images.shape})")
     return images

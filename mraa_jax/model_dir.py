@@ -18,6 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mraa_jax.config import load_config, save_config
+from mraa_jax.errors import CheckpointError
 from mraa_jax.model import NETWORKS
 
 CONFIG_FILE = "config.yaml"
@@ -41,13 +42,23 @@ def save_model_dir(path, config, variables: dict, optimizer: dict | None = None,
             checkpointer.save(staging / OPTIMIZER_DIR, jax.tree_util.tree_map(np.asarray, optimizer))
         checkpointer.wait_until_finished()
         (staging / META_FILE).write_text(json.dumps(meta or {}, indent=2))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(staging, path)
+        _swap_in(staging, path)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def _swap_in(staging: Path, path: Path) -> None:
+    """Move `staging` to `path`, an existing `path` renamed aside first and deleted only after:
+    killed at any moment, one of the two complete directories is left at `path` or beside it."""
+    if not path.exists():
+        os.replace(staging, path)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+    os.replace(path, old / path.name)
+    os.replace(staging, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def is_model_dir(path) -> bool:
@@ -55,15 +66,26 @@ def is_model_dir(path) -> bool:
     return (path / CONFIG_FILE).is_file() and (path / VARIABLES_DIR).is_dir()
 
 
+def _require_model_dir(path: Path) -> None:
+    if not is_model_dir(path):
+        raise CheckpointError(f"{path} is not a model directory (expected {CONFIG_FILE} and {VARIABLES_DIR}/ inside)")
+
+
+def _restore(directory: Path) -> dict:
+    try:
+        return ocp.StandardCheckpointer().restore(directory)
+    except Exception as error:  # orbax and tensorstore raise many kinds for damaged files
+        raise CheckpointError(f"{directory}: not a readable checkpoint ({type(error).__name__}: {' '.join(str(error).split())[:200]})") from None
+
+
 def load_variables(path) -> dict:
     """The variables of a model directory, as NumPy arrays."""
     path = Path(path).absolute()
-    if not is_model_dir(path):
-        raise FileNotFoundError(f"{path} is not a model directory (expected {CONFIG_FILE} and {VARIABLES_DIR}/ inside)")
-    variables = ocp.StandardCheckpointer().restore(path / VARIABLES_DIR)
+    _require_model_dir(path)
+    variables = _restore(path / VARIABLES_DIR)
     missing = [n for n in NETWORKS if n not in variables]
     if missing:
-        raise ValueError(f"{path / VARIABLES_DIR}: missing networks {missing}")
+        raise CheckpointError(f"{path / VARIABLES_DIR}: missing networks {missing}")
     # orbax drops empty dicts (e.g. no batch_stats for a 'zero' background): restore them.
     return {n: {"params": {}, "batch_stats": {}, **variables[n]} for n in NETWORKS}
 
@@ -71,13 +93,19 @@ def load_variables(path) -> dict:
 def load_optimizer(path) -> dict | None:
     """The converted optimiser moments of a model directory, or None if it has none."""
     directory = Path(path).absolute() / OPTIMIZER_DIR
-    return ocp.StandardCheckpointer().restore(directory) if directory.is_dir() else None
+    return _restore(directory) if directory.is_dir() else None
 
 
 def load_meta(path) -> dict:
     meta_file = Path(path) / META_FILE
-    return json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    if not meta_file.is_file():
+        return {}
+    try:
+        return json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{meta_file}: not valid JSON ({error})") from None
 
 
 def load_model_config(path):
+    _require_model_dir(Path(path))
     return load_config(Path(path) / CONFIG_FILE)

@@ -8,6 +8,7 @@ import yaml
 
 from mraa_jax.config import (config_from_yaml, fill_defaults, load_config, save_config,
                              validate_config)
+from mraa_jax.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
@@ -370,7 +371,7 @@ def test_unknown_extension(tmp_path):
 @pytest.mark.parametrize("name", ["nope.yaml", "nope.yml", "nope.py"])
 def test_missing_file(tmp_path, name):
     path = tmp_path / name
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(ConfigError) as err:
         load_config(path)
     assert str(path) in str(err.value) and "not found" in str(err.value)
 

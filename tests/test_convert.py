@@ -100,10 +100,12 @@ def test_command_line_refuses_a_checkpoint_of_another_config(fixture_dir, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
-def test_existing_output_is_not_overwritten(fixture_dir, converted_dir):
+def test_existing_output_is_not_overwritten(fixture_dir, converted_dir, capsys):
     args = ["--config", str(fixture_dir / "config.yaml"), "--checkpoint", str(fixture_dir / "checkpoint.pth"), "--output", str(converted_dir)]
-    with pytest.raises(FileExistsError, match="overwrite"):
-        main(args)
+    before = sorted(p.name for p in converted_dir.rglob("*"))
+    assert main(args) == 1
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert sorted(p.name for p in converted_dir.rglob("*")) == before
 
 
 def test_first_stage_checkpoint_gets_a_random_avd(checkpoint, config):
@@ -121,9 +123,9 @@ def test_load_pth_directly_equals_converted_directory(fixture_dir, converted_dir
 def test_load_errors(fixture_dir, tmp_path):
     with pytest.raises(ValueError, match="needs its config"):
         mraa_jax.load(fixture_dir / "checkpoint.pth")
-    with pytest.raises(FileNotFoundError, match="no model"):
+    with pytest.raises(mraa_jax.InputError, match="no model"):
         mraa_jax.load(tmp_path / "nothing")
-    with pytest.raises(FileNotFoundError, match="not a model directory"):
+    with pytest.raises(mraa_jax.InputError, match="not a model directory"):
         mraa_jax.load(tmp_path)
     not_torch = tmp_path / "bad.pth"
     not_torch.write_bytes(b"not a checkpoint")

@@ -128,11 +128,11 @@ def test_bad_files_skipped_or_stopping(root, frames, tmp_path):
 
 
 def test_root_layout_errors(tmp_path, frames):
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(DatasetBuildError, match="not found"):
         build_video_dataset(tmp_path / "nope", tmp_path / "tfds")
     half = tmp_path / "half"
     _folder(half / "train" / "a", frames[:2])
-    with pytest.raises(FileNotFoundError, match="no test/"):
+    with pytest.raises(DatasetBuildError, match="no test/"):
         build_video_dataset(half, tmp_path / "tfds")
     (half / "test").mkdir()
     with pytest.raises(DatasetBuildError, match="test: no videos"):

@@ -3,8 +3,6 @@ with the last checkpoint intact (or is skipped, up to a limit), and the perceptu
 refuses to start without VGG weights."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -13,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ArrayPairs, tiny_training_config, tiny_videos
+from kill_training import train
 from mraa_jax import model_dir
 from mraa_jax.model import MRAA, build_networks
 from mraa_jax.training import steps
@@ -20,29 +19,26 @@ from mraa_jax.training.avd import build_avd_step
 from mraa_jax.training.checkpoints import Checkpoints
 from mraa_jax.training.trainer import TrainingDiverged, train_reconstruction
 
-WORKER = Path(__file__).with_name("training_worker.py")
-
-
-def run_worker(workdir: Path, max_steps: int) -> None:
-    result = subprocess.run(
-        [sys.executable, str(WORKER), "--workdir", str(workdir), "--max_steps", str(max_steps)],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-
-
 def model_params(workdir: Path) -> list[np.ndarray]:
     return jax.tree_util.tree_leaves(model_dir.load_variables(workdir / "model"))
 
 
-def test_resume_equals_uninterrupted(tmp_path, fixture_dir):
+def test_resume_equals_uninterrupted(tmp_path, uninterrupted_training):
     """6 steps straight == 3 steps, then a fresh process resuming from the checkpoint for 3 more."""
-    run_worker(tmp_path / "straight", 6)
-    run_worker(tmp_path / "resumed", 3)
+    train(tmp_path / "resumed", 3)
     assert Checkpoints(tmp_path / "resumed" / "checkpoints" / "reconstruction").latest_step() == 3
-    run_worker(tmp_path / "resumed", 6)
-    for a, b in zip(model_params(tmp_path / "straight"), model_params(tmp_path / "resumed")):
+    train(tmp_path / "resumed", 6)
+    for a, b in zip(model_params(uninterrupted_training), model_params(tmp_path / "resumed")):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_rerun_after_the_last_step_trains_no_further(tmp_path, fixture_dir):
+    """A run killed between its last checkpoint and the model export is rerun: it exports, no extra step."""
+    config = tiny_training_config()
+    for _ in range(2):
+        train_reconstruction(config, tmp_path, ArrayPairs(tiny_videos(), 4), steps_in_epoch=8, max_steps=1)
+        assert Checkpoints(tmp_path / "checkpoints" / "reconstruction").latest_step() == 1
+        assert model_dir.load_meta(tmp_path / "model")["step"] == 1
 
 
 def test_nan_stops_training_and_keeps_the_last_checkpoint(tmp_path, fixture_dir):

@@ -37,6 +37,7 @@ import numpy as np
 
 from mraa_jax.data.augment import Augmentation, augment_pair
 from mraa_jax.data.sources import VideoSource, open_split
+from mraa_jax.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -239,10 +240,10 @@ def read_pairs_csv(path, source: VideoSource, driving: VideoSource | None = None
             reader = csv_lib.DictReader(f)
             columns = reader.fieldnames or []
             if "source" not in columns or "driving" not in columns:
-                raise ValueError(f"{path}: needs 'source' and 'driving' columns, found {columns}")
+                raise InputError(f"{path}: needs 'source' and 'driving' columns, found {columns}")
             rows = list(reader)
     except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: cannot read the pairs CSV ({e})") from None
+        raise InputError(f"{path}: cannot read the pairs CSV ({e})") from None
     pairs, missing = [], []
     for row in rows:
         try:
@@ -252,7 +253,7 @@ def read_pairs_csv(path, source: VideoSource, driving: VideoSource | None = None
     if missing:
         log.warning("%s: %d of %d pairs name videos not in the dataset, dropped (first: %s)", path, len(missing), len(rows), missing[:3])
     if not pairs:
-        raise ValueError(f"{path}: none of its {len(rows)} pairs names videos of this dataset"
+        raise InputError(f"{path}: none of its {len(rows)} pairs names videos of this dataset"
                          + (f" (first: {missing[0]})" if missing else ""))
     return pairs
 

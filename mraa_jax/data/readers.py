@@ -21,13 +21,15 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from mraa_jax.errors import InputError
+
 FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".gif", ".mov", ".avi", ".mkv", ".webm")
 STACKED_EXTENSIONS = (".png", ".jpg", ".jpeg")
 ARRAY_EXTENSIONS = (".npy",)
 
 
-class VideoReadError(ValueError):
+class VideoReadError(InputError):
     """A video (or one of its frames) could not be read; `path` names it, `problem` says why."""
 
     def __init__(self, path, problem: str):
@@ -49,7 +51,7 @@ def frame_hw(frame_shape) -> tuple[int, int] | None:
     if len(shape) == 3 and shape[2] == 3:
         shape = shape[:2]
     if len(shape) != 2 or min(shape) <= 0:
-        raise ValueError(f"frame_shape must be (H, W) or (H, W, 3) with positive sizes, got {tuple(frame_shape)}")
+        raise InputError(f"frame_shape must be (H, W) or (H, W, 3) with positive sizes, got {tuple(frame_shape)}")
     return shape
 
 
@@ -83,7 +85,7 @@ def list_videos(folder) -> tuple[list[Path], list[Path]]:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: not a folder")
+        raise VideoReadError(folder, "not a folder")
     videos, unsupported = [], []
     for p in sorted(folder.iterdir(), key=lambda p: _natural_key(p.name)):
         if p.name.startswith("."):

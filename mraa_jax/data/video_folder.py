@@ -27,11 +27,12 @@ import tensorflow_datasets as tfds
 
 from mraa_jax.data import storage
 from mraa_jax.data.readers import frame_hw, identity_of, list_videos, read_video
+from mraa_jax.errors import InputError
 
 log = logging.getLogger(__name__)
 
 
-class DatasetBuildError(ValueError):
+class DatasetBuildError(InputError):
     """A dataset could not be built; `problems` lists (path, problem) of every bad input."""
 
     def __init__(self, message: str, problems=()):
@@ -49,12 +50,12 @@ def split_videos(root, seed: int = 0, test_fraction: float = 0.2) -> tuple[dict[
     """
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: dataset root not found")
+        raise DatasetBuildError(f"{root}: dataset root not found")
     train_dir, test_dir = root / "train", root / "test"
     if train_dir.is_dir() or test_dir.is_dir():
         if not (train_dir.is_dir() and test_dir.is_dir()):
             missing = test_dir if train_dir.is_dir() else train_dir
-            raise FileNotFoundError(f"{root}: has {'train' if train_dir.is_dir() else 'test'}/ but no {missing.name}/; "
+            raise DatasetBuildError(f"{root}: has {'train' if train_dir.is_dir() else 'test'}/ but no {missing.name}/; "
                                     "give both, or neither (then the videos in the root are split 80/20)")
         train, ignored_train = list_videos(train_dir)
         test, ignored_test = list_videos(test_dir)

@@ -23,9 +23,10 @@ from mraa_jax.evaluation.inference import (
 from mraa_jax.evaluation.media import InputError, crop_resize, read_driving_video, read_source_image, video_fps, visualization_frames, write_png_strip, write_video
 from mraa_jax.evaluation.metrics import frame_scores
 from mraa_jax.evaluation.runs import animate_pairs, check_variables, demo, load_model, prepare_dataset, reconstruct
+from mraa_jax.files import check_writable
 
 __all__ = [
-    "RUN_MODES", "InputError", "animate", "animate_frame_by_frame", "animate_outputs", "animate_pairs", "check_variables",
+    "RUN_MODES", "InputError", "animate", "animate_frame_by_frame", "animate_outputs", "animate_pairs", "check_variables", "check_writable",
     "crop_resize", "demo", "driving_regions", "find_best_frame", "frame_scores", "load_model", "prepare_dataset",
     "read_driving_video", "read_source_image", "reconstruct", "region_layout", "run_frames", "video_fps",
     "visualization_frames", "write_png_strip", "write_video",

@@ -87,8 +87,8 @@ def run_frames(
     relative mode measures motion from (default: the first driving frame). The loop only
     dispatches work; the outputs are gathered once at the end (NumPy arrays if `to_host`).
     """
-    if mode not in RUN_MODES:
-        raise ValueError(f"mode must be one of {', '.join(RUN_MODES)}, got {mode!r}")
+    if mode != "reconstruction":
+        model.check_mode(mode)
     source_image, driving_frames = _check_inputs(model, source_image, driving_frames)
     # Weights on the device once (a loaded model holds NumPy arrays, which jit would copy in every call).
     variables = jax.device_put(model.variables)
@@ -144,7 +144,7 @@ def animate_outputs(
     and backward from it; every frame depends only on the source and that frame, so one
     pass in the original order computes the same.) Adds "best_frame".
     """
-    animation.check_mode(mode)
+    model.check_mode(mode)
     if not find_best_frame:
         return run_frames(model, source_image, driving_frames, mode, chunk_size, visual, progress=progress)
     source_image, driving_frames = _check_inputs(model, source_image, driving_frames)

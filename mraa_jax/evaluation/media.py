@@ -8,10 +8,12 @@ from typing import Optional
 import numpy as np
 
 from mraa_jax.data.readers import VideoReadError, read_video, resize_frames
+from mraa_jax.errors import InputError
+from mraa_jax.files import atomic_path
 
-
-class InputError(ValueError):
-    """An input the user gave cannot be used; the message names the file and the cause."""
+# Smaller images hold too little to animate; larger ones are only limited by PIL's
+# decompression-bomb guard (about 179 megapixels).
+MIN_SIDE = 16
 
 
 VIDEO_SUFFIXES = (".mp4", ".gif", ".mov", ".avi", ".mkv", ".webm")
@@ -59,7 +61,14 @@ def read_source_image(path) -> np.ndarray:
         image = (image / 257.0).round().astype(np.uint8)
     elif image.dtype != np.uint8:
         raise InputError(f"source image {path}: unsupported pixel type {image.dtype}")
+    check_size(image.shape[:2], f"source image {path}")
     return image
+
+
+def check_size(hw, what: str) -> None:
+    """InputError naming `what` if an image of (H, W) pixels is too small to animate."""
+    if min(hw) < MIN_SIDE:
+        raise InputError(f"{what}: {hw[1]}x{hw[0]} pixels, too small to animate (need at least {MIN_SIDE} on each side)")
 
 
 def video_fps(path) -> Optional[float]:
@@ -87,9 +96,11 @@ def read_driving_video(path) -> np.ndarray:
     """uint8 (T, H, W, 3) frames of a video file, frame folder, stacked image or .npy (any size)."""
     path = Path(path)
     try:
-        return read_video(path)
+        frames = read_video(path)
     except VideoReadError as e:
         raise InputError(f"driving video {e}") from None
+    check_size(frames.shape[1:3], f"driving video {path}")
+    return frames
 
 
 def to_uint8(frames) -> np.ndarray:
@@ -97,17 +108,22 @@ def to_uint8(frames) -> np.ndarray:
 
 
 def write_video(path, frames, fps: float) -> Path:
-    """uint8 or [0, 1] float (T, H, W, 3) frames as an H.264 mp4 (a .gif too, by the suffix)."""
+    """uint8 or [0, 1] float (T, H, W, 3) frames as an H.264 mp4 (a .gif too, by the suffix), atomically."""
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        _write_video(temporary, frames, fps)
+    return path
+
+
+def _write_video(path: Path, frames, fps: float) -> None:
     import imageio.v2 as imageio
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     frames = np.asarray(frames)
     if frames.dtype != np.uint8:
         frames = to_uint8(frames)
     if path.suffix.lower() == ".gif":
         imageio.mimsave(path, list(frames), duration=1000.0 / fps)
-        return path
+        return
     # Odd sizes: libx264's yuv420p needs even sides; pad by one pixel (edge) rather than rescale.
     pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
     if pad_h or pad_w:
@@ -120,19 +136,18 @@ def write_video(path, frames, fps: float) -> Path:
                 writer.append_data(frame)
         finally:
             writer.close()
-    return path
 
 
 def write_png_strip(path, frames) -> Path:
-    """(T, H, W, 3) frames side by side as one lossless PNG (T*W wide), as the original saves predictions."""
+    """(T, H, W, 3) frames side by side as one lossless PNG (T*W wide), as the original saves predictions; atomically."""
     import imageio.v3 as iio
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     frames = np.asarray(frames)
     if frames.dtype != np.uint8:
         frames = to_uint8(frames)
-    iio.imwrite(path, np.concatenate(list(frames), axis=1))
+    with atomic_path(path) as temporary:
+        iio.imwrite(temporary, np.concatenate(list(frames), axis=1))
     return path
 
 

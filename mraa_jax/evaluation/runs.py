@@ -13,6 +13,7 @@ import numpy as np
 
 from mraa_jax.evaluation import inference, media, metrics
 from mraa_jax.evaluation.media import InputError
+from mraa_jax.files import write_text
 
 DEFAULT_FPS = 25.0
 
@@ -134,8 +135,7 @@ def reconstruct(model, videos, out_dir, chunk_size: int = 16, fps: float = DEFAU
         "per-frame PSNR of identical images is infinite and written as null",
         "seconds": round(time.perf_counter() - start, 2),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    write_text(out_dir / "metrics.json", json.dumps(result, indent=2))
     return result
 
 
@@ -161,8 +161,7 @@ def animate_pairs(model, pairs, out_dir, mode: str, chunk_size: int = 16, fps: f
         png = media.write_png_strip(out_dir / "png" / f"{name}.png", outputs["prediction"])
         records.append({"source": str(item["source_name"]), "driving": str(item["driving_name"]), "frames": int(driving.shape[0]),
                         "video": str(vis), "png": str(png), **({"best_frame": outputs["best_frame"]} if "best_frame" in outputs else {})})
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "pairs.json").write_text(json.dumps({"mode": mode, "pairs": records}, indent=2))
+    write_text(out_dir / "pairs.json", json.dumps({"mode": mode, "pairs": records}, indent=2))
     return records
 
 

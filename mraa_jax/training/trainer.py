@@ -24,6 +24,7 @@ import optax
 from tqdm.auto import tqdm
 
 from mraa_jax import model_dir
+from mraa_jax.convert import ORIGINAL_SUFFIXES, convert_file
 from mraa_jax.losses import EquivarianceTransform
 from mraa_jax.model import NETWORKS, build_networks, config_frame_shape, init_variables
 from mraa_jax.training import steps
@@ -116,6 +117,9 @@ def _loop(
     skip_nonfinite_steps: see NonFiniteGuard (0: stop at the first non-finite step).
     """
     progress = progress or {"epoch": 0, "step_in_epoch": 0, "data": data.get_state()}
+    if max_steps is not None and int(state.step) >= max_steps:  # resumed after the last step (killed before the end)
+        _save_final(checkpoints, state, progress)
+        return state
     guard = NonFiniteGuard(skip_nonfinite_steps, checkpoints)
     is_main = jax.process_index() == 0
     batch = None
@@ -190,7 +194,10 @@ def with_adam_moments(opt_state, moments: dict, names) -> object:
 
 
 def initial_variables(config, init_from: Optional[str], seed: int) -> tuple[dict, Optional[dict], dict]:
-    """(variables, converted optimiser moments or None, meta): from a model directory or random."""
+    """(variables, converted optimiser moments or None, meta): from a model directory, an
+    original .pth checkpoint (converted for `config`), or random."""
+    if init_from and Path(init_from).suffix in ORIGINAL_SUFFIXES:
+        return convert_file(init_from, config, optimizer=True)  # an optimiser state that does not fit: a warning
     if init_from:
         return model_dir.load_variables(init_from), model_dir.load_optimizer(init_from), model_dir.load_meta(init_from)
     networks = build_networks(config.model_params)
@@ -212,7 +219,8 @@ def train_reconstruction(
     """The first stage: region predictor, background predictor and generator, one Adam.
 
     steps_in_epoch: optimiser steps per epoch (the data pipeline's `steps_per_epoch`).
-    init_from: a model directory (converted original or our own) to fine-tune.
+    init_from: a model directory (converted original or our own), or an original .pth
+    checkpoint, to fine-tune; its Adam moments come along where it has them.
     hook: see `_loop` (e.g. a HeldOutTracker).
     """
     tp = config.train_params
