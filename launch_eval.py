@@ -70,18 +70,15 @@ _DTYPE = flags.DEFINE_enum("compute_dtype", None, ["float32", "bfloat16"],
 
 def _load_config():
     from mraa_jax.config import fill_defaults, load_config, validate_config
-    from mraa_jax.evaluation import InputError
+    from mraa_jax.errors import InputError
 
     if _CONFIG.value is None:
         return None
     path = Path(_CONFIG.value)
     if not path.is_file():
         raise InputError(f"config {path}: no such file")
-    try:
-        config = fill_defaults(load_config(path))
-        validate_config(config)
-    except (ValueError, KeyError, TypeError) as e:
-        raise InputError(f"config {path}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+    config = fill_defaults(load_config(path))  # a ConfigError names the file and the field
+    validate_config(config)
     return config
 
 

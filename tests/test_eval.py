@@ -145,14 +145,11 @@ def _write_demo_inputs(folder):
 
     rng = np.random.default_rng(0)
     iio.imwrite(folder / "source.png", (rng.random((50, 40, 3)) * 255).astype(np.uint8))
-    iio.imwrite(folder / "rgba.png", (rng.random((20, 20, 4)) * 255).astype(np.uint8))
-    iio.imwrite(folder / "grey.png", (rng.random((20, 20)) * 255).astype(np.uint8))
     frames = [(rng.random((48, 64, 3)) * 255).astype(np.uint8) for _ in range(5)]
     writer = imageio.get_writer(folder / "driving.mp4", fps=12, codec="libx264", macro_block_size=1)
     for frame in frames:
         writer.append_data(frame)
     writer.close()
-    (folder / "broken.mp4").write_bytes(b"not a video" * 20)
 
 
 def _run(args, cwd):
@@ -181,27 +178,6 @@ def test_cli_reconstruction(model_dir, dataset_dir, tmp_path):
     saved = json.loads((tmp_path / "reconstruction" / "metrics.json").read_text())
     assert saved["num_videos"] == 2 and saved["num_frames"] == 12
     assert len(list((tmp_path / "reconstruction" / "png").glob("*.png"))) == 2
-
-
-BAD_INPUTS = [
-    (["--source_image", "missing.png"], "missing.png: no such file"),
-    (["--source_image", "rgba.png"], "alpha"),
-    (["--source_image", "grey.png"], "grey"),
-    (["--source_image", "source.png", "--driving_video", "broken.mp4"], "broken.mp4: cannot decode video"),
-    (["--source_image", "source.png", "--checkpoint", "nowhere"], "checkpoint nowhere: no such file"),
-    (["--source_image", "source.png", "--config", "missing.py"], "config missing.py: no such file"),
-]
-
-
-def test_cli_bad_inputs(model_dir, tmp_path):
-    _write_demo_inputs(tmp_path)
-    for extra, message in BAD_INPUTS:
-        args = ["--mode", "demo", "--checkpoint", str(model_dir), "--driving_video", "driving.mp4", "--result_video", "r.mp4"] + extra
-        proc = _run(args, tmp_path)
-        assert proc.returncode == 1, (extra, proc.stderr[-1000:])
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        assert "Traceback" not in proc.stderr and lines[-1].startswith("launch_eval.py: error:"), (extra, proc.stderr[-1000:])
-        assert message in lines[-1], (extra, lines[-1])
 
 
 def test_mismatched_checkpoint_and_config(model_dir, tmp_path):

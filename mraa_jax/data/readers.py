@@ -198,7 +198,8 @@ def _read_video_file(path: Path) -> np.ndarray:
     try:
         frames = iio.imread(path, index=None)
     except Exception as e:  # imageio/ffmpeg raise many kinds (OSError, RuntimeError, IndexError...)
-        raise VideoReadError(path, f"cannot decode video ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'no details'})") from None
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else "no details"
+        raise VideoReadError(path, f"cannot decode video ({type(e).__name__}: {reason}); expected a video file with at least one frame") from None
     frames = np.asarray(frames)
     if frames.ndim == 3 and frames.shape[-1] in (3, 4):
         frames = frames[None]  # one colour frame, returned without a time axis

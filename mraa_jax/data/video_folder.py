@@ -37,7 +37,9 @@ class DatasetBuildError(InputError):
 
     def __init__(self, message: str, problems=()):
         self.problems = list(problems)
-        if self.problems:
+        if len(self.problems) == 1:  # one line
+            message += f": {self.problems[0][0]}: {self.problems[0][1]}"
+        elif self.problems:
             message += "\n" + "\n".join(f"  {p}: {m}" for p, m in self.problems)
         super().__init__(message)
 
