@@ -65,16 +65,6 @@ def converted_dir(fixture_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def uninterrupted_training(fixture_dir, tmp_path_factory) -> Path:
-    """The workdir of tests/training_worker.py run for 6 steps in one go (the resume tests' reference)."""
-    from kill_training import train
-
-    workdir = tmp_path_factory.mktemp("uninterrupted") / "run"
-    train(workdir, 6)
-    return workdir
-
-
-@pytest.fixture(scope="session")
 def fixture_model(converted_dir):
     import mraa_jax
 

@@ -111,14 +111,12 @@ def train(workdir: Path, max_steps: int) -> None:
     _finish(_worker(workdir, max_steps))
 
 
-def run(root: Path, kills: int, during_save: int, max_steps: int, seed: int = 0, reference: Path | None = None, log=print) -> dict:
-    """`kills` kills (at least `during_save` of them during a save) of the run in root/killed, then
-    its completion, compared with `reference` (an uninterrupted run of `max_steps`, made if None)."""
+def run(root: Path, kills: int, during_save: int, max_steps: int, seed: int = 0, log=print) -> dict:
+    """An uninterrupted run of `max_steps` in root/uninterrupted; in root/killed the same run killed
+    `kills` times (at least `during_save` of them during a save), rerun after each kill, completed."""
     rng = random.Random(seed)
-    killed = root / "killed"
-    if reference is None:
-        reference = root / "uninterrupted"
-        train(reference, max_steps)
+    reference, killed = root / "uninterrupted", root / "killed"
+    train(reference, max_steps)
     done = {"kills": 0, "kills_during_save": 0, "restarts": 0}
     checked = 0
     while done["kills"] < kills or done["kills_during_save"] < during_save:

@@ -75,8 +75,12 @@ def _adam_state(opt_state) -> optax.ScaleByAdamState:
                 if isinstance(s, optax.ScaleByAdamState))
 
 
-@pytest.mark.parametrize("file_format", ["legacy", "zip"])
-@pytest.mark.parametrize("form", list(FORMS))
+# Every form in the zip format torch writes now; the published files' legacy format for the
+# published form and for files saved on GPUs (as torch 1.x wrote them).
+CASES = [(form, "zip") for form in FORMS] + [("as published", "legacy"), ("saved on CUDA", "legacy")]
+
+
+@pytest.mark.parametrize("form, file_format", CASES, ids=[f"{f}-{t}" for f, t in CASES])
 def test_checkpoint_form_loads_and_animates(form, file_format, raw, config, clip, fixture_outputs, fixture_model, tmp_path):
     path = save(FORMS[form](raw), tmp_path / "model.pth", form, file_format)
     if form == "saved on CUDA":  # the file really names a CUDA device
@@ -123,19 +127,75 @@ def test_partial_adam_state_maps_by_param_groups(raw, config, tmp_path):
     assert adam["step"] == 1
 
 
-@pytest.mark.parametrize("form", ["as published", "partial Adam state", "first stage only", "DataParallel names", "saved on CUDA", "no optimizer"])
-def test_fine_tune_one_step_from_each_form(form, raw, tmp_path):
-    """launch_train.py --init_from file.pth: converted Adam moments (count 1 -> 2), or fresh ones (0 -> 1)."""
-    from mraa_jax.training.trainer import train_reconstruction
+def test_converted_partial_checkpoint_reproduces_the_fixture(raw, tmp_path, fixture_inputs, fixture_outputs):
+    """The converter on the fixture with Adam state for a subset of parameters: the model directory
+    it writes computes the original's outputs (outputs.npz) within 1e-4, and keeps the moments."""
+    path = save(_partial_adam(raw), tmp_path / "partial.pth", "partial Adam state", "legacy")
+    assert main(["--config", str(FIXTURE / "config.yaml"), "--checkpoint", str(path), "--output", str(tmp_path / "converted")]) == 0
+    assert model_dir.load_optimizer(tmp_path / "converted")["reconstruction"]["step"] == 1
+    model = mraa_jax.load(tmp_path / "converted")
+    source, driving, frames = (nhwc(fixture_inputs[k]) for k in ("source", "driving", "clip"))
+    ours = {"bg.params": model.background(source, driving)}
+    for name, images in (("source", source), ("driving", driving)):
+        params = model.regions(images)
+        ours.update({f"rp.{name}.{field}": getattr(params, field) for field in ("shift", "covar", "affine")})
+    sp, dp = model.regions(source), model.regions(driving)
+    ours.update({f"avd.{field}": getattr(model.avd(sp, dp), field) for field in ("shift", "affine")})
+    for mode in ("standard", "relative", "avd"):
+        ours[f"anim.{mode}.prediction"] = np.moveaxis(np.asarray(model.animate(source[0], frames, mode=mode, chunk_size=6)), -1, -3)
+    ours["gen.prediction"] = np.moveaxis(np.asarray(model.generate(source, sp, dp, ours["bg.params"])["prediction"]), -1, -3)
+    for key, value in ours.items():
+        assert float(np.max(np.abs(np.asarray(value) - fixture_outputs[key]))) <= ATOL, key
 
-    path = save(FORMS[form](raw), tmp_path / "model.pth", form, "zip")
+
+def _fine_tune_config():
     config = load_config(FIXTURE / "config.yaml")
     config.train_params.num_epochs = 101  # the fixture is at epoch 99: one epoch left
     config.train_params.loss_weights.l1 = 1.0
-    state = train_reconstruction(config, tmp_path / "run", ArrayPairs(tiny_videos(size=64), 2), steps_in_epoch=1, init_from=str(path))
-    assert int(state.step) == 1
+    return config
+
+
+def test_fine_tune_from_a_partial_adam_checkpoint(raw, tmp_path):
+    """launch_train.py --init_from file.pth: the converted moments (count 1 -> 2) and the epoch carry over."""
+    from mraa_jax.training.trainer import train_reconstruction
+
+    path = save(_partial_adam(raw), tmp_path / "model.pth", "partial Adam state", "zip")
+    state = train_reconstruction(_fine_tune_config(), tmp_path / "run", ArrayPairs(tiny_videos(size=64), 2), steps_in_epoch=1, init_from=str(path))
+    assert int(state.step) == 1 and int(_adam_state(state.opt_state).count) == 2
+    assert (tmp_path / "run" / "log.txt").read_text().startswith("00100) ")
+    assert model_dir.load_meta(tmp_path / "run" / "model")["random_init"] == []
+
+
+@pytest.fixture(scope="module")
+def training_step():
+    """(config, optimizer, mesh, one jitted reconstruction step) of the fine-tuning config, compiled once."""
+    from mraa_jax.model import build_networks
+    from mraa_jax.training import steps
+
+    config = _fine_tune_config()
+    optimizer = steps.adam(config.train_params.lr, config.train_params.epoch_milestones)  # as train_reconstruction's, one step an epoch
+    mesh = steps.make_mesh()
+    step = steps.build_reconstruction_step(build_networks(config.model_params), optimizer, config.train_params.to_dict(), mesh, False)
+    return config, optimizer, mesh, step
+
+
+@pytest.mark.parametrize("form", ["as published", "first stage only", "DataParallel names", "saved on CUDA", "no optimizer"])
+def test_fine_tune_one_step_from_each_form(form, raw, tmp_path, training_step):
+    """The trainer's initial state from each form (train_reconstruction's first lines), then one step:
+    converted Adam moments (count 1 -> 2), or fresh ones (0 -> 1) where the file has none."""
+    from mraa_jax.training import steps
+    from mraa_jax.training.reconstruction import RECONSTRUCTION_NETWORKS
+    from mraa_jax.training.trainer import initial_variables, with_adam_moments
+
+    config, optimizer, mesh, step = training_step
+    variables, moments, meta = initial_variables(config, str(save(FORMS[form](raw), tmp_path / "model.pth", form, "zip")), seed=0)
+    state = steps.init_train_state(variables, optimizer, jax.random.PRNGKey(0))
+    if moments:
+        state = state.replace(opt_state=with_adam_moments(state.opt_state, moments["reconstruction"], RECONSTRUCTION_NETWORKS))
+    batch = next(ArrayPairs(tiny_videos(size=64), 2))
+    state, metrics = step(steps.replicate(mesh, state), steps.replicate(mesh, {}), *steps.shard_batch(mesh, batch["source"], batch["driving"]))
+    assert float(metrics["skipped"]) == 0.0 and np.isfinite(float(metrics["total"]))
     assert int(_adam_state(state.opt_state).count) == (1 if form == "no optimizer" else 2)
-    meta = model_dir.load_meta(tmp_path / "run" / "model")
     assert meta["random_init"] == (["avd_network"] if form == "first stage only" else [])
 
 

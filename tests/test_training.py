@@ -1,9 +1,7 @@
-"""Training loops: resume equals an uninterrupted run, losses go down, a NaN stops training
-with the last checkpoint intact (or is skipped, up to a limit), and the perceptual loss
-refuses to start without VGG weights."""
+"""Training loops: a rerun at its last step trains no further, losses go down, a NaN stops
+training with the last checkpoint intact (or is skipped, up to a limit), and the perceptual
+loss refuses to start without VGG weights. (Resuming: tests/test_kill_training.py.)"""
 from __future__ import annotations
-
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -11,34 +9,27 @@ import numpy as np
 import pytest
 
 from conftest import ArrayPairs, tiny_training_config, tiny_videos
-from kill_training import train
-from mraa_jax import model_dir
 from mraa_jax.model import MRAA, build_networks
 from mraa_jax.training import steps
 from mraa_jax.training.avd import build_avd_step
 from mraa_jax.training.checkpoints import Checkpoints
 from mraa_jax.training.trainer import TrainingDiverged, train_reconstruction
 
-def model_params(workdir: Path) -> list[np.ndarray]:
-    return jax.tree_util.tree_leaves(model_dir.load_variables(workdir / "model"))
+def test_a_rerun_at_the_last_step_trains_no_further(tmp_path):
+    """A run killed between its last checkpoint and the model export is rerun with the same
+    --max_steps: it saves and returns without another step."""
+    from mraa_jax.training.logger import TrainingLogger
+    from mraa_jax.training.trainer import _loop
 
+    def no_step(*args):
+        raise AssertionError("a step was trained")
 
-def test_resume_equals_uninterrupted(tmp_path, uninterrupted_training):
-    """6 steps straight == 3 steps, then a fresh process resuming from the checkpoint for 3 more."""
-    train(tmp_path / "resumed", 3)
-    assert Checkpoints(tmp_path / "resumed" / "checkpoints" / "reconstruction").latest_step() == 3
-    train(tmp_path / "resumed", 6)
-    for a, b in zip(model_params(uninterrupted_training), model_params(tmp_path / "resumed")):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
-
-
-def test_rerun_after_the_last_step_trains_no_further(tmp_path, fixture_dir):
-    """A run killed between its last checkpoint and the model export is rerun: it exports, no extra step."""
-    config = tiny_training_config()
-    for _ in range(2):
-        train_reconstruction(config, tmp_path, ArrayPairs(tiny_videos(), 4), steps_in_epoch=8, max_steps=1)
-        assert Checkpoints(tmp_path / "checkpoints" / "reconstruction").latest_step() == 1
-        assert model_dir.load_meta(tmp_path / "model")["step"] == 1
+    state = steps.TrainState(jnp.int32(3), {"w": jnp.zeros(2)}, {}, {"count": jnp.int32(3)}, jax.random.PRNGKey(0))
+    checkpoints = Checkpoints(tmp_path / "checkpoints", every_steps=1)
+    logger = TrainingLogger(tmp_path, enabled=False)
+    out = _loop("reconstruction", no_step, state, ArrayPairs(tiny_videos(), 2), mesh=None, checkpoints=checkpoints, logger=logger,
+                num_epochs=10, steps_in_epoch=5, max_steps=3, progress={"epoch": 0, "step_in_epoch": 3, "data": {"position": 3}})
+    assert out is state and checkpoints.latest_step() == 3
 
 
 def test_nan_stops_training_and_keeps_the_last_checkpoint(tmp_path, fixture_dir):
