@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import resource
 import subprocess
 import statistics
@@ -11,6 +12,22 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def cpu_description() -> dict:
+    """The CPU's model name and the vector extensions XLA:CPU can use (from /proc/cpuinfo, Linux):
+    a speed figure means nothing without them, and this project's machines change kind."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"cpu": platform.processor() or platform.machine(), "vector_extensions": None}
+    fields: dict[str, str] = {}
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())  # the first CPU's
+    wanted = ("avx2", "fma", "avx512", "amx", "avx_vnni")
+    return {"cpu": f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})",
+            "vector_extensions": sorted(f for f in fields.get("flags", "").split() if f.startswith(wanted))}
 
 
 def peak_memory() -> dict:

@@ -27,11 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 
-from _measure import emit, peak_memory, run_isolated, table
+from _measure import cpu_description, emit, peak_memory, run_isolated, table
 from mraa_jax.host_memory import prepare_process
 
 METHODS = ("batched", "chunk_1", "per_frame")
@@ -120,10 +119,11 @@ def main():
         "results": results,
         "speedup_batched_vs_per_frame": round(results["per_frame"]["median_s"] / results["batched"]["median_s"], 2)
         if "batched" in results and "per_frame" in results else None,
-        "device": first["device"], "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+        "device": first["device"], "cpus": os.cpu_count(), **cpu_description(),
         "jax": first["jax"],
     }
-    emit(report, table(results, ["compile_s", "median_s", "frames_per_s", "peak_rss_mib", "device_peak_mib"]), args.out)
+    cpu = f"CPU: {report['cpu']}; {' '.join(report['vector_extensions'] or [])}\n"
+    emit(report, cpu + table(results, ["compile_s", "median_s", "frames_per_s", "peak_rss_mib", "device_peak_mib"]), args.out)
 
 
 if __name__ == "__main__":

@@ -31,13 +31,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import time
 import warnings
 
-from _measure import emit, peak_memory, run_isolated, table
+from _measure import cpu_description, emit, peak_memory, run_isolated, table
 from mraa_jax.host_memory import prepare_process
 
 VARIANTS = ("l1", "perceptual")
@@ -153,7 +152,7 @@ def main():
         "vgg19": "randomly initialised (no weights downloaded): timing only",
         "results": results,
         "device": first["device"], "device_count": first["device_count"], "cpus": os.cpu_count(),
-        "machine": platform.processor() or platform.machine(), "jax": first["jax"],
+        **cpu_description(), "jax": first["jax"],
     }
     emit(report, table(results, ["compile_s", "step_s", "examples_per_s", "peak_rss_mib", "device_peak_mib", "step_peak_mib"]), args.out)
 

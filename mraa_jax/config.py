@@ -407,10 +407,10 @@ def load_config(spec: Union[ConfigLike, str, os.PathLike]) -> ml_collections.Con
     suffix = path.suffix.lower()
     if suffix not in (".py", ".yaml", ".yml"):
         raise ConfigError(f"unknown config file extension {path.suffix!r} for {path}: "
-                         "expected a configs/*.py file or a .yaml/.yml file")
+                          "expected a configs/*.py file or a .yaml/.yml file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path} (expected an existing "
-                                f"{'configs/*.py' if suffix == '.py' else '.yaml/.yml'} file)")
+                          f"{'configs/*.py' if suffix == '.py' else '.yaml/.yml'} file)")
     if suffix == ".py":
         return _config_from_py(path)
     return config_from_yaml(path)
