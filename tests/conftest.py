@@ -1,4 +1,4 @@
-"""Shared test fixtures: paths to ../shared and the converted fixture model.
+"""Shared test fixtures: paths to ../shared (or $MRAA_JAX_SHARED) and the converted fixture model.
 
 Also gives the whole session (and the subprocesses it starts) one XLA compilation cache:
 many tests compile the same tiny training step, and compiling it once saves minutes on
@@ -21,8 +21,11 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # before any test imports jax
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-FIXTURE = SHARED / "fixtures" / "mraa_tiny"
+# The one place the tests find ../shared (fixtures/, data/): MRAA_JAX_SHARED overrides it.
+SHARED = Path(os.environ.get("MRAA_JAX_SHARED", REPO.parent / "shared"))
+FIXTURES = SHARED / "fixtures"
+FIXTURE = FIXTURES / "mraa_tiny"
+DRIVING_VIDEO = SHARED / "data" / "driving.mp4"
 
 
 def nhwc(x: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's mraa_jax, whatever else is installed
+sys.path.insert(0, str(REPO / "tests"))
 
 
 def main():
@@ -45,8 +46,9 @@ def main():
     from mraa_jax.model import MRAA, build_networks
     from mraa_jax.training import steps
 
-    fixture = REPO.parent / "shared" / "fixtures" / "mraa_tiny" / "config.yaml"
-    config = load_config(fixture)
+    from conftest import FIXTURE
+
+    config = load_config(FIXTURE / "config.yaml")
     config.dataset_params.frame_shape = [32, 32, 3]
     # The regression variant: at random initialisation the PCA variant's covariances are
     # near-isotropic, where the SVD's U (and so every later step) is discontinuous in

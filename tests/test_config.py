@@ -1,17 +1,15 @@
 """Tests of mraa_jax.config and the four published configs/*.py (fast, no JAX)."""
 import json
-from pathlib import Path
 
 import ml_collections
 import pytest
 import yaml
 
+from conftest import FIXTURES, REPO
 from mraa_jax.config import (config_from_yaml, fill_defaults, load_config, save_config,
                              validate_config)
 from mraa_jax.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures"
 TINY_YAML = FIXTURES / "mraa_tiny" / "config.yaml"
 MANIFESTS = FIXTURES / "state_dict_manifests.json"
 NAMES = ("vox256", "taichi256", "ted384", "mgif256")

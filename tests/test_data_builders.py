@@ -11,22 +11,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import DRIVING_VIDEO, REPO
 from mraa_jax.data import figures
 from mraa_jax.data.readers import read_video
 from mraa_jax.data.sources import open_dataset, open_split
 from mraa_jax.data.synthetic import build_synthetic_dataset, config_name
 from mraa_jax.data.video_folder import DatasetBuildError, build_video_dataset, split_videos
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-DRIVING = SHARED / "data" / "driving.mp4"
 
 
 @pytest.fixture(scope="module")
 def frames():
     """Real frames (driving.mp4 at 32x32, 24 frames) or, without ../shared, random ones."""
-    if DRIVING.is_file():
-        return read_video(DRIVING, frame_shape=(32, 32))[::5][:24]
+    if DRIVING_VIDEO.is_file():
+        return read_video(DRIVING_VIDEO, frame_shape=(32, 32))[::5][:24]
     return np.random.default_rng(0).integers(0, 255, (24, 32, 32, 3), dtype=np.uint8)
 
 

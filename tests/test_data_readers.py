@@ -15,19 +15,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import DRIVING_VIDEO
 from mraa_jax.data.readers import VideoReadError, frame_files, identity_of, list_videos, read_frames, read_video
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-DRIVING = SHARED / "data" / "driving.mp4"
 
-needs_driving = pytest.mark.skipif(not DRIVING.is_file(), reason=f"missing {DRIVING} (../shared beside the checkout)")
+needs_driving = pytest.mark.skipif(not DRIVING_VIDEO.is_file(), reason=f"missing {DRIVING_VIDEO} (../shared beside the checkout)")
 
 
 @pytest.fixture(scope="module")
 def clip():
-    if not DRIVING.is_file():
-        pytest.skip(f"missing {DRIVING}")
-    return read_video(DRIVING, frame_shape=(64, 64))[::16]
+    if not DRIVING_VIDEO.is_file():
+        pytest.skip(f"missing {DRIVING_VIDEO}")
+    return read_video(DRIVING_VIDEO, frame_shape=(64, 64))[::16]
 
 
 def _write_folder(folder: Path, frames, ext, **save):
@@ -78,10 +77,10 @@ def test_every_layout_gives_the_same_frames(layouts, clip, layout):
 
 @needs_driving
 def test_real_mp4_full_and_resized():
-    frames = read_video(DRIVING)
+    frames = read_video(DRIVING_VIDEO)
     assert frames.shape == (133, 384, 384, 3) and frames.dtype == np.uint8
-    np.testing.assert_array_equal(frames[0], iio.imread(DRIVING, index=0))
-    small = read_video(DRIVING, frame_shape=(32, 48, 3))
+    np.testing.assert_array_equal(frames[0], iio.imread(DRIVING_VIDEO, index=0))
+    small = read_video(DRIVING_VIDEO, frame_shape=(32, 48, 3))
     assert small.shape == (133, 32, 48, 3)
     # the resize is a faithful downscale, not a crop
     assert abs(float(small.mean()) - float(frames.mean())) < 2.0
@@ -186,7 +185,7 @@ def test_empty_and_corrupt_video_files(tmp_path):
 @needs_driving
 def test_truncated_mp4(tmp_path):
     cut = tmp_path / "cut.mp4"
-    cut.write_bytes(DRIVING.read_bytes()[:2000])
+    cut.write_bytes(DRIVING_VIDEO.read_bytes()[:2000])
     _expect_error(cut, "cannot decode video")
 
 

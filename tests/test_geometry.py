@@ -6,7 +6,6 @@ cannot make both sides agree. The implementation runs in float32; each tolerance
 why it is what it is.
 """
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -14,14 +13,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from conftest import FIXTURE
 from mraa_jax.geometry import (antialias_downsample, antialias_kernel, apply_homogeneous,
                                avg_pool_2x, grid_sample, inverse_2x2, make_coordinate_grid,
                                region_gaussians, resize_bilinear, upsample_nearest_2x)
 
-FIXTURE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "mraa_tiny"
 needs_fixture = pytest.mark.skipif(
-    not (FIXTURE_DIR / "outputs.npz").is_file() or not (FIXTURE_DIR / "inputs.npz").is_file(),
-    reason=f"missing fixture {FIXTURE_DIR}/{{inputs,outputs}}.npz")
+    not (FIXTURE / "outputs.npz").is_file() or not (FIXTURE / "inputs.npz").is_file(),
+    reason=f"missing fixture {FIXTURE}/{{inputs,outputs}}.npz")
 
 
 # ------------------------------------------------------------------ NumPy references
@@ -501,7 +500,7 @@ def test_apply_homogeneous_matches_numpy(pts_shape):
 
 @pytest.fixture(scope="module")
 def tiny():
-    return (np.load(FIXTURE_DIR / "inputs.npz"), np.load(FIXTURE_DIR / "outputs.npz"))
+    return (np.load(FIXTURE / "inputs.npz"), np.load(FIXTURE / "outputs.npz"))
 
 
 def _nhwc(x):

@@ -21,19 +21,18 @@ than ``8 u / relgap``, within the same bound.  We use k = 32.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import FIXTURE
 from mraa_jax.svd import svd_2x2
 
 U32 = 2.0**-24  # float32 unit roundoff
 K = 32  # backward-error multiple allowed, see the module docstring
 
-FIXTURE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "mraa_tiny"
 
 _svd = jax.jit(svd_2x2)
 _CHUNK = 20_000
@@ -287,10 +286,10 @@ def test_gradients_match_finite_differences_float64():
 # 4. The original's torch.svd output in the mraa_tiny fixture.
 
 
-@pytest.mark.skipif(not FIXTURE_DIR.is_dir(), reason=f"fixture directory {FIXTURE_DIR} not found")
+@pytest.mark.skipif(not FIXTURE.is_dir(), reason=f"fixture directory {FIXTURE} not found")
 @pytest.mark.parametrize("which", ["source", "driving"])
 def test_fixture_region_params(which):
-    out = np.load(FIXTURE_DIR / "outputs.npz")
+    out = np.load(FIXTURE / "outputs.npz")
     covar = out[f"rp.{which}.covar"]  # (B, K, 2, 2)
     u, s = _svd_np(covar)
     assert u.shape == covar.shape and s.shape == covar.shape[:-1]
