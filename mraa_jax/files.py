@@ -10,6 +10,16 @@ from typing import Iterator
 from mraa_jax.errors import InputError
 
 
+def _read_umask() -> int:
+    """The process's umask (reading it means setting it; done once, at import, not while threads write files)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path) -> Iterator[Path]:
     """A temporary file beside `path` to write; renamed to `path` when the block ends, removed if it raises.
@@ -23,9 +33,7 @@ def atomic_path(path) -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
-        umask = os.umask(0)
-        os.umask(umask)
-        temporary.chmod(0o666 & ~umask)  # mkstemp's 0600 would outlive the rename
+        temporary.chmod(0o666 & ~_UMASK)  # mkstemp's 0600 would outlive the rename
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
