@@ -160,7 +160,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from mraa_jax.host_memory import prepare_process
+    from mraa_jax.process_tuning import tune_process
 
-    prepare_process()  # mraa_jax/host_memory.py: less memory, fewer page faults in every step
+    tune_process(restart_with_huge_pages=True)  # mraa_jax/process_tuning.py: less memory, fewer page faults
     app.run(main)

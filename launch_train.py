@@ -28,7 +28,7 @@ from ml_collections import config_flags
 from mraa_jax import data
 from mraa_jax.config import fill_defaults, validate_config
 from mraa_jax.evaluation.runs import prepare_dataset
-from mraa_jax.host_memory import prepare_process
+from mraa_jax.process_tuning import tune_process
 from mraa_jax.main_job import format_summary, run_main_job
 from mraa_jax.training.trainer import train_avd, train_reconstruction
 
@@ -79,5 +79,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    prepare_process()  # mraa_jax/host_memory.py: less memory, fewer page faults in every step
+    tune_process(restart_with_huge_pages=True)  # mraa_jax/process_tuning.py: less memory, fewer page faults
     app.run(main)

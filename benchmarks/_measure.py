@@ -33,10 +33,10 @@ def cpu_description() -> dict:
 def peak_memory() -> dict:
     """Peak RSS of this process so far (MiB) and, where the backend reports it (GPU), the
     device's peak bytes in use (MiB; None on CPU, whose memory is the RSS). Also whether this
-    process runs with glibc's huge-page tunable (glibc_hugetlb; mraa_jax/host_memory.py)."""
+    process runs with glibc's huge-page tunable (glibc_hugetlb; mraa_jax/process_tuning.py)."""
     import jax
 
-    from mraa_jax.host_memory import has_tunable
+    from mraa_jax.process_tuning import has_tunable
 
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")

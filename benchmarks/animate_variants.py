@@ -4,7 +4,7 @@
     python benchmarks/animate_variants.py --variant bfloat16     # compute_dtype="bfloat16"
     python benchmarks/animate_variants.py --variant eigen        # convolutions by Eigen, as the training steps compile them
 
-Unlike the other benchmarks this one does NOT call mraa_jax.host_memory.prepare_process: no
+Unlike the other benchmarks this one does NOT call mraa_jax.process_tuning.tune_process: no
 scheduler flag, no huge pages, as in a user's script. vox256 at 256x256, random weights,
 mode "standard". One warm-up call (compilation), then three timed calls on the whole clip.
 Prints one JSON line: seconds per frame of each call, and their median. Run each variant in its
@@ -24,7 +24,7 @@ import numpy as np
 from _measure import cpu_description
 from mraa_jax.config import load_config
 from mraa_jax.model import MRAA, animation_chunk
-from mraa_jax.modules import conv
+from mraa_jax import process_tuning
 
 
 def main():
@@ -41,7 +41,7 @@ def main():
     model = MRAA.random(config)
     if args.variant == "eigen":
         model.jitted.animation_chunk = jax.jit(functools.partial(animation_chunk, model.networks), static_argnames=("mode", "visual"),
-                                               compiler_options=conv.TRAINING_COMPILER_OPTIONS)
+                                               compiler_options=process_tuning.TRAINING_COMPILER_OPTIONS)
     rng = np.random.default_rng(0)
     source = rng.random((256, 256, 3), np.float32)
     clip = rng.random((args.frames, 256, 256, 3), np.float32)

@@ -6,7 +6,7 @@ Traces the compiled animation chunk (mode standard, `--chunk` driving frames, th
 outside, as `model.animate` runs it), collects its convolutions (same shapes counted together),
 and times each alone, jitted, median of --repeats calls after a warm-up: compiled with XLA's
 default options (on CPU: YNNPACK, as animation runs) and with the training steps' options
-(`conv.TRAINING_COMPILER_OPTIONS`: Eigen). Prints a table (milliseconds per chunk, all
+(`process_tuning.TRAINING_COMPILER_OPTIONS`: Eigen). Prints a table (milliseconds per chunk, all
 occurrences; GFLOP/s) with this machine's matrix-product rate for comparison, and JSON.
 """
 from __future__ import annotations
@@ -20,7 +20,8 @@ import jax
 import numpy as np
 
 from _measure import cpu_description, median_seconds, table
-from mraa_jax.host_memory import prepare_process
+from mraa_jax import process_tuning
+from mraa_jax.process_tuning import tune_process
 
 
 def convolutions(jaxpr) -> list:
@@ -80,7 +81,7 @@ def main():
         k = jnp.asarray(rng.random(rhs_shape, np.float32), dtype)
         apply = lambda x, k, p=eqn.params: jax.lax.conv_general_dilated_p.bind(x, k, **p)  # noqa: E731
         ynnpack = median_seconds(jax.jit(apply), (x, k), args.repeats) * count
-        eigen = median_seconds(jax.jit(apply, compiler_options=conv.TRAINING_COMPILER_OPTIONS), (x, k), args.repeats) * count
+        eigen = median_seconds(jax.jit(apply, compiler_options=process_tuning.TRAINING_COMPILER_OPTIONS), (x, k), args.repeats) * count
         name = f"{'x'.join(map(str, lhs_shape[1:]))} * {kh}x{kw}x{cin}->{rhs_shape[-1]}"
         rows[name] = {"count": count, "gflop": round(gflop * count, 2), "ynnpack_ms": round(ynnpack * 1e3, 1),
                       "eigen_ms": round(eigen * 1e3, 1), "ynnpack_gflop_s": round(gflop * count / ynnpack, 1),
@@ -97,5 +98,5 @@ def main():
 
 
 if __name__ == "__main__":
-    prepare_process()  # as the launch scripts do: mraa_jax/host_memory.py
+    tune_process(restart_with_huge_pages=True)  # as the launch scripts do: mraa_jax/process_tuning.py
     main()

@@ -7,7 +7,7 @@ Random input (batch, size, size, channels) and output gradient; a stride-1 convo
 shrink the output by one). Times, each jitted, warmed up once and then the median of --repeats
 calls: the forward pass, XLA's input gradient and XLA's kernel gradient, each compiled with
 XLA's default options (on CPU: YNNPACK's convolutions, as animation runs them; `*_ynnpack`) and
-with the training steps' (`conv.TRAINING_COMPILER_OPTIONS`: Eigen's; `*_training`); and the
+with the training steps' (`mraa_jax.process_tuning.TRAINING_COMPILER_OPTIONS`: Eigen's; `*_training`); and the
 kernel gradient by output patches, which `conv2d` uses on CPU for thin 7x7 layers (which one
 this layer gets, `kernel_gradient_method`, is printed too). Prints JSON.
 """
@@ -20,8 +20,9 @@ import jax
 import numpy as np
 
 from _measure import median_seconds
-from mraa_jax.host_memory import prepare_process
-from mraa_jax.modules.conv import TRAINING_COMPILER_OPTIONS, _xla_conv, kernel_grad_by_output_patches, kernel_gradient_method
+from mraa_jax.process_tuning import tune_process
+from mraa_jax.process_tuning import TRAINING_COMPILER_OPTIONS
+from mraa_jax.modules.conv import _xla_conv, kernel_grad_by_output_patches, kernel_gradient_method
 
 
 def main():
@@ -69,5 +70,5 @@ def main():
 
 
 if __name__ == "__main__":
-    prepare_process()  # as the launch scripts do: mraa_jax/host_memory.py
+    tune_process(restart_with_huge_pages=True)  # as the launch scripts do: mraa_jax/process_tuning.py
     main()

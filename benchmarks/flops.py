@@ -17,7 +17,7 @@ import argparse
 import json
 
 from _measure import median_seconds
-from mraa_jax.host_memory import prepare_process
+from mraa_jax.process_tuning import tune_process
 
 
 def matmul_rate() -> float:
@@ -83,5 +83,5 @@ def main():
 
 
 if __name__ == "__main__":
-    prepare_process()  # as the launch scripts do: mraa_jax/host_memory.py
+    tune_process(restart_with_huge_pages=True)  # as the launch scripts do: mraa_jax/process_tuning.py
     main()

@@ -20,7 +20,7 @@ import ctypes
 import json
 import time
 
-from mraa_jax.host_memory import has_tunable, prepare_process
+from mraa_jax.process_tuning import has_tunable, tune_process
 
 
 class Stages:
@@ -110,5 +110,5 @@ def main():
 
 
 if __name__ == "__main__":
-    prepare_process()  # as the launch scripts do: mraa_jax/host_memory.py
+    tune_process(restart_with_huge_pages=True)  # as the launch scripts do: mraa_jax/process_tuning.py
     main()

@@ -24,7 +24,7 @@ import tempfile
 import time
 
 from training_step import build_step
-from mraa_jax.host_memory import prepare_process
+from mraa_jax.process_tuning import tune_process
 
 # Trace events that wrap ops rather than being ops.
 WRAPPERS = ("ThunkExecutor", "$", "SlinkyThreadPool", "PjitFunction")
@@ -86,5 +86,5 @@ def main():
 
 
 if __name__ == "__main__":
-    prepare_process()  # as the launch scripts do: mraa_jax/host_memory.py
+    tune_process(restart_with_huge_pages=True)  # as the launch scripts do: mraa_jax/process_tuning.py
     main()

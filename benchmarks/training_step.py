@@ -22,7 +22,7 @@ outputs). `donation_warnings` lists any "donated buffers were not usable" warnin
 --dtype sets model_params.compute_dtype (bfloat16: convs in bfloat16, VGG included). Prints a
 table and JSON (written to --out too).
 Like the launch scripts, the measured processes start with XLA:CPU's memory-minimising scheduler
-and glibc's huge-page tunable (mraa_jax.host_memory.prepare_process; glibc_hugetlb says whether
+and glibc's huge-page tunable (mraa_jax.process_tuning.tune_process; glibc_hugetlb says whether
 the tunable was on; MRAA_JAX_HUGE_PAGES=0 turns it off, and
 XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=true keeps XLA's default scheduler).
 """
@@ -37,7 +37,7 @@ import time
 import warnings
 
 from _measure import cpu_description, emit, peak_memory, run_isolated, table
-from mraa_jax.host_memory import prepare_process
+from mraa_jax.process_tuning import tune_process
 
 VARIANTS = ("l1", "perceptual")
 
@@ -158,5 +158,5 @@ def main():
 
 
 if __name__ == "__main__":
-    prepare_process()  # as the launch scripts do: mraa_jax/host_memory.py
+    tune_process(restart_with_huge_pages=True)  # as the launch scripts do: mraa_jax/process_tuning.py
     main()

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mraa_jax import host_memory
 from mraa_jax.errors import CheckpointError, ConfigError, InputError
 from mraa_jax.model import MRAA
 from mraa_jax.region_params import RegionParams
-
-host_memory.release_memory_around_compiling()
 
 __all__ = ["MRAA", "CheckpointError", "ConfigError", "InputError", "RegionParams", "load"]
 

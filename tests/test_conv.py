@@ -10,8 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mraa_jax import geometry
-from mraa_jax.modules import conv
+from mraa_jax import geometry, process_tuning
 from mraa_jax.modules.conv import _xla_conv, conv2d, kernel_gradient_method
 from mraa_jax.modules.upsample_conv import upsample_conv2d, upsample_conv3x3
 
@@ -117,7 +116,7 @@ def test_training_steps_compile_convolutions_without_ynnpack():
     training = data_parallel(step, mesh, num_replicated_args=1, num_batch_args=1).lower(kernel, x).compile()
     assert ynn_convolutions(default) > 0
     assert ynn_convolutions(training) == 0
-    assert conv.compiler_options(jax.devices()) == conv.TRAINING_COMPILER_OPTIONS
+    assert process_tuning.training_compiler_options(jax.devices()) == process_tuning.TRAINING_COMPILER_OPTIONS
 
 
 def _upsample_then_conv(x, kernel, padding):

@@ -3,7 +3,7 @@
 XLA:CPU runs convolutions either through YNNPACK (its default) or through Eigen. YNNPACK's
 kernel gradients are slow: it computes them as a convolution with the image as the kernel,
 at 15-45 GFLOP/s on vox256's layers against 100-220 for Eigen's. The training steps are
-therefore compiled with `TRAINING_COMPILER_OPTIONS` on CPU (YNNPACK keeps matrix products
+therefore compiled with `process_tuning.TRAINING_COMPILER_OPTIONS` on CPU (YNNPACK keeps matrix products
 and reductions, Eigen takes the convolutions), which made vox256's step 10-13% faster; the
 forward-only programs (animation) keep YNNPACK, which runs the generator's 7x7 output layer
 (64 -> 3 channels) 5x faster than Eigen.
@@ -29,21 +29,11 @@ import jax.numpy as jnp
 from mraa_jax.modules.cotangents import cotangent_for
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
-# XLA:CPU's YNNPACK fusions without its convolutions (the default list has these two and
-# LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION); other backends ignore the option.
-TRAINING_COMPILER_OPTIONS = {
-    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
-}
 # Output patches, for kernels larger than 3x3 with at most 16 output and at least 32 input
 # channels: 1.8-10x faster than Eigen's on every such layer of vox256 (2 x 256 x 256, 64 -> 3:
 # 284 -> 117 ms; 2 x 64 x 64, 108 -> 1: 41 -> 4 ms; 108 -> 11: 57 -> 17 ms; 35 -> 10: 17 -> 9 ms).
 MAX_PATCH_FEATURES = 16
 MIN_PATCH_CHANNELS = 32
-
-
-def compiler_options(devices) -> dict | None:
-    """`TRAINING_COMPILER_OPTIONS` where `devices` are CPUs, else None (jax.jit's default)."""
-    return TRAINING_COMPILER_OPTIONS if devices[0].platform == "cpu" else None
 
 
 def _xla_conv(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:

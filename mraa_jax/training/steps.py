@@ -21,9 +21,9 @@ import optax
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from mraa_jax import process_tuning
 from mraa_jax.losses import EquivarianceTransform, VGG19Features
 from mraa_jax.model import Networks
-from mraa_jax.modules import conv
 from mraa_jax.training.reconstruction import RECONSTRUCTION_NETWORKS, reconstruction_losses
 
 AXIS = "data"
@@ -137,11 +137,11 @@ def data_parallel(step_fn: Callable, mesh: jax.sharding.Mesh, num_replicated_arg
     replicated, the `num_batch_args` batch arrays after them split on axis 0.
 
     The state argument is donated: its buffers are reused for the new state. On CPU the
-    convolutions are compiled by Eigen, not YNNPACK (`conv.TRAINING_COMPILER_OPTIONS`).
+    convolutions are compiled by Eigen, not YNNPACK (`process_tuning.training_compiler_options`).
     """
     in_specs = (P(),) * num_replicated_args + (P(AXIS),) * num_batch_args
     mapped = jax.shard_map(step_fn, mesh=mesh, in_specs=in_specs, out_specs=(P(), P()))
-    return jax.jit(mapped, donate_argnums=0, compiler_options=conv.compiler_options(mesh.devices.flat))
+    return jax.jit(mapped, donate_argnums=0, compiler_options=process_tuning.training_compiler_options(mesh.devices.flat))
 
 
 def shard_batch(mesh: jax.sharding.Mesh, *arrays):
