@@ -14,7 +14,7 @@ Values mirror the published `config/mgif256.yaml` (snap-research/articulated-ani
 commit 6b20297) key for key; that file has no pairs_list, so the dataset default (null,
 random pairs) is filled in. bg_type is 'zero' (no background motion, no bg_predictor
 parameters) and pad is 0 (the region heatmap is 6 pixels smaller than the hourglass
-output, see the spec, section 3). The architecture values are checked against the
+output: its 7x7 output convolution is unpadded). The architecture values are checked against the
 parameter shapes of the published mgif256.pth (`state_dict_manifests.json`) in
 tests/test_config.py. Expected results with this reimplementation: not yet measured.
 """

@@ -11,7 +11,7 @@ id_sampling each epoch samples one video per identity (the id is the file name b
 
 Values mirror the published `config/taichi256.yaml` (snap-research/articulated-animation,
 commit 6b20297) key for key. Note pad: 0 there: the region heatmap is 6 pixels smaller
-than the hourglass output (see the spec, section 3); converted taichi256 weights were
+than the hourglass output (its 7x7 output convolution is unpadded); converted taichi256 weights were
 trained with it. The architecture values are checked against the parameter shapes of
 the published taichi256.pth (`state_dict_manifests.json`) in tests/test_config.py.
 Expected results with this reimplementation: not yet measured.

@@ -12,7 +12,7 @@ size (384x384).
 
 Values mirror the published `config/ted384.yaml` (snap-research/articulated-animation,
 commit 6b20297) key for key. Note pad: 0 there: the region heatmap is 6 pixels smaller
-than the hourglass output (see the spec, section 3); converted ted384 weights depend on
+than the hourglass output (its 7x7 output convolution is unpadded); converted ted384 weights depend on
 it. The architecture values are checked against the parameter shapes of the published
 ted384.pth (`state_dict_manifests.json`) in tests/test_config.py.
 Expected results with this reimplementation: not yet measured.

@@ -1,4 +1,4 @@
-"""Region params for animation (spec section 8): standard, relative and AVD modes."""
+"""Region params for animation, as the original's demo computes them: standard, relative and AVD modes."""
 from __future__ import annotations
 
 import jax

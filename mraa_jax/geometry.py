@@ -3,7 +3,7 @@
 Everything here is pure `jax.numpy`: NHWC images, (x, y) coordinates in [-1, 1]
 with x along the width. Sampling and resizing follow PyTorch's `grid_sample` and
 `interpolate` (align_corners=False) because converted weights were trained on
-exactly those, including their border behaviour (see spec section 1).
+exactly those, including their border behaviour.
 """
 from __future__ import annotations
 

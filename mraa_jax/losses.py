@@ -1,4 +1,4 @@
-"""Training losses (spec section 9): perceptual pyramid, equivariance, AVD reconstruction."""
+"""Training losses of the paper and the original: perceptual pyramid, equivariance, AVD reconstruction."""
 from __future__ import annotations
 
 from typing import Any, Sequence

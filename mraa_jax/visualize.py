@@ -1,4 +1,4 @@
-"""Picture grids of what the model sees and makes (spec section 11), as uint8 NumPy images.
+"""Picture grids of what the model sees and makes (the original's visualiser), as uint8 NumPy images.
 
 Columns: source with region centres, transformed frame (training only), driving
 with region centres, deformed source, prediction, occlusion map, driving and

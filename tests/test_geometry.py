@@ -1,6 +1,6 @@
 """Tests of mraa_jax.geometry against independent NumPy/SciPy references.
 
-Every reference below is written from the spec (PyTorch semantics, align_corners=False)
+Every reference below is written from PyTorch's documented semantics (align_corners=False)
 in plain float64 NumPy, without calling any mraa_jax helper, so that a shared mistake
 cannot make both sides agree. The implementation runs in float32; each tolerance says
 why it is what it is.

@@ -1,6 +1,7 @@
 """Every variant of every MRAA module builds, runs under jax.jit, and has a property that could fail.
 
-Spec sections 2-8 (../shared/mraa_spec.md). Sizes are tiny (32x32 or 64x64 images,
+Blocks, region and background predictors, flow predictor, generator, AVD network and the
+animation modes, each against the original's behaviour. Sizes are tiny (32x32 or 64x64 images,
 block_expansion 4, max_features 16, 3 regions) and each case compiles once or twice:
 the file is dominated by XLA compile time, not by arithmetic.
 
@@ -40,7 +41,7 @@ KEY = jax.random.key(0, impl="unsafe_rbg")
 K = 3  # regions
 C = 3  # channels
 B = 2  # batch
-EPS = 1e-5  # BatchNorm epsilon (spec section 2)
+EPS = 1e-5  # BatchNorm epsilon (PyTorch's default, as in the original)
 
 # jax.jit with LLVM's optimisation level 0: compiles ~30% faster; the code runs a few
 # milliseconds at most. Results agree with the default level to float32 rounding
@@ -88,7 +89,7 @@ def images(size, batch=B, seed=0):
 
 
 def ref_grid(h, w):
-    """(h, w, 2) float64 grid, x = 2j/(w-1) - 1, y = 2i/(h-1) - 1 (spec section 1)."""
+    """(h, w, 2) float64 grid, x = 2j/(w-1) - 1, y = 2i/(h-1) - 1 (the original's coordinate grid)."""
     x = 2.0 * np.arange(w) / (w - 1) - 1.0
     y = 2.0 * np.arange(h) / (h - 1) - 1.0
     return np.stack(np.broadcast_arrays(x[None, :], y[:, None]), axis=-1)
@@ -119,7 +120,7 @@ def leaves_with_paths(tree):
 
 
 def bn_reference(x, scale, bias, running_mean, running_var):
-    """Spec section 2 in float64: (train output, new mean, new var, eval output)."""
+    """PyTorch's BatchNorm2d in float64 (momentum 0.1, unbiased running var): (train output, new mean, new var, eval output)."""
     c = x.shape[-1]
     flat = np.asarray(x, np.float64).reshape(-1, c)
     n = flat.shape[0]
@@ -485,7 +486,7 @@ def test_sparse_motions_affine_and_background_match_numpy(revert):
 
 
 def test_revert_axis_swap_sign_of_zero_is_zero():
-    """Spec quirk: sign(0) = 0, so a relative affine with [0, 0] == 0 becomes the zero matrix."""
+    """The original's quirk: sign(0) = 0, so a relative affine with [0, 0] == 0 becomes the zero matrix."""
     eye = jnp.eye(2)[None, None]
     swap = jnp.asarray([[[[0.0, 1.0], [1.0, 0.0]]]])
     driving = RegionParams(shift=jnp.zeros((1, 1, 2)), affine=eye)
@@ -538,7 +539,7 @@ def test_generator_variant(name):
     else:
         assert out["occlusion_map"] is None
 
-    # Channel arithmetic of spec section 6.
+    # The generator's channel arithmetic, as in the original (min(max_features, block_expansion * 2**i)).
     tree = variables["params"]
     ch = lambda i: min(16, 4 * 2**i)  # noqa: E731
     assert tree["first"]["conv"]["kernel"].shape == (7, 7, C, 4)
@@ -553,7 +554,7 @@ def test_generator_variant(name):
 
 
 def test_generator_skips_without_occlusion_is_deformed_source():
-    """Spec section 6 consequence: every blend keeps only the warped tensor."""
+    """With skips and no occlusion map, every blend of the generator keeps only the warped tensor."""
     module, variables, out = run_generator("n1-b0-skips-noocc")
     # Same ops on the same flow: equal to float32 rounding of fused vs unfused evaluation.
     np.testing.assert_allclose(out["prediction"], out["deformed"], rtol=0, atol=1e-6)

@@ -1,6 +1,6 @@
 """Readers for the original's video layouts, returning uint8 RGB arrays (T, H, W, 3).
 
-Layouts (spec section 10):
+Layouts (those the original's dataset reader accepts, and .npy):
 - a folder of frames (.png/.jpg/.jpeg/.bmp), in natural name order ("2.png" before "10.png";
   the original's zero-padded names sort the same either way);
 - a video file: .mp4, .gif, .mov (also .avi, .mkv, .webm through ffmpeg);

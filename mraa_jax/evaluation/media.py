@@ -152,7 +152,7 @@ def write_png_strip(path, frames) -> Path:
 
 
 def visualization_frames(source, driving, outputs: dict, kp_size: int = 2) -> np.ndarray:
-    """(T, H', W', 3) uint8 grids of spec section 11, one per frame (mraa_jax.visualize).
+    """(T, H', W', 3) uint8 grids of the original's visualiser, one per frame (mraa_jax.visualize).
 
     Columns: source with centres, driving with centres, deformed source, prediction,
     occlusion map, driving and source heatmaps. `outputs` is what run_frames(..., visual=True) gives.

@@ -99,7 +99,7 @@ def _finite(x):
 
 
 def reconstruct(model, videos, out_dir, chunk_size: int = 16, fps: float = DEFAULT_FPS, visualize: bool = True, progress: bool = False) -> dict:
-    """Reconstruction (spec section 11) of every video of `videos` (an iterable of {"video", "name"}).
+    """Reconstruction, as the original's evaluation does it, of every video of `videos` (an iterable of {"video", "name"}).
 
     Source = frame 0, driving = every frame, background matrix from (source, driving).
     Writes out_dir/png/<name>.png (the predictions side by side, lossless),

@@ -1,4 +1,4 @@
-"""Animation via disentanglement (spec section 7): pose of one object, shape of another."""
+"""Animation via disentanglement (AVD network): pose of one object, shape of another."""
 from __future__ import annotations
 
 from typing import Optional

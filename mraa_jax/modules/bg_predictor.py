@@ -1,4 +1,4 @@
-"""Background motion predictor (spec section 4): one 3x3 transform per image pair."""
+"""Background motion predictor: one 3x3 transform per image pair (zero, shift, affine or perspective)."""
 from __future__ import annotations
 
 from typing import Any, Optional

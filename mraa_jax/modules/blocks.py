@@ -1,4 +1,4 @@
-"""Layers and blocks shared by every MRAA network (spec section 2), NHWC.
+"""Layers and blocks shared by every MRAA network (the original's building blocks), NHWC.
 
 Layers compute in the dtype of their input (kernels are cast to it), so a network
 computes in bfloat16 when its input is cast to bfloat16; parameters stay float32

@@ -1,4 +1,4 @@
-"""Pixelwise flow predictor (spec section 5): dense motion from region motions."""
+"""Pixelwise flow predictor: dense motion from region motions and the background's."""
 from __future__ import annotations
 
 from typing import Any, Optional

@@ -1,4 +1,4 @@
-"""Occlusion-aware generator (spec section 6)."""
+"""Occlusion-aware generator: the source encoded, warped by the flow, masked by occlusion, decoded."""
 from __future__ import annotations
 
 from typing import Any, Optional

@@ -1,4 +1,4 @@
-"""Region predictor (spec section 3): heatmaps, centres and affine shapes of K regions."""
+"""Region predictor: heatmaps, centres and affine shapes of K regions (PCA of each heatmap, or regressed)."""
 from __future__ import annotations
 
 from typing import Any, Optional
