@@ -14,9 +14,9 @@ they move with the part: each part moves rigidly, which is what a region-based m
 should discover.
 Backgrounds are static, smooth (plain, gradient, waves or soft stripes at least 8 pixels wide
 at 64x64) and light, with darker figures. No sharp-edged patterns: reproducing a static
-checkerboard measures how sharp a small generator is, not the motion (a main-job model scored
-0.79 of copy-source L1 on them against 0.55 on plain ones). No dark backgrounds: with both
-polarities the main job's regions ringed the body on the dark ones (README, Main job).
+checkerboard measures how sharp a small generator is, not the motion. No dark backgrounds:
+with both polarities the main job's regions ringed the body on the dark ones. The tuning
+behind these choices: docs/synthetic_dataset.md.
 Rendering is 2x supersampled, so edges are anti-aliased.
 
     clip = render_clip(clip_rng(seed=0, split="train", index=7), num_frames=32, size=64)

@@ -97,8 +97,7 @@ def build_synthetic_dataset(data_dir, num_train: int = DEFAULTS["num_train"], nu
     """Generate the synthetic dataset into `data_dir` (once per parameter set) and summarise it.
 
     frames: frames per clip (the motion spans the clip whatever the count); size: square
-    frame side in pixels. Building the defaults (33,600 frames, ~100 MB) took 81 s on one
-    CPU core.
+    frame side in pixels. Build time and size: docs/synthetic_dataset.md.
     Returns a BuildSummary whose `dataset_dir` is what `open_split` takes.
     """
     builder = MraaSynthetic(num_train=num_train, num_test=num_test, num_frames=frames, size=size, seed=seed,

@@ -6,8 +6,8 @@ every clip is re-rendered from (seed, split, index) with the part each pixel sho
 
     clips = [figures.make_clip(0, "test", i) for i in range(50)]
     region_placement(model, clips)
-    # {"centres_on_figure": 0.95, "centres_on_limbs": 0.69, "limb_coverage": 0.75,
-    #  "centre_spread_px": 8.1, "figure_spread_px": 15.1, "frames": 400}   (the main job, README)
+    # {"centres_on_figure": 0.96, "centres_on_limbs": 0.66, "limb_coverage": 0.73,
+    #  "centre_spread_px": 7.1, "figure_spread_px": 15.1, "frames": 400}   (the main job's model)
 
 centres_on_figure / centres_on_limbs: the share of region centres on a pixel of the figure / of
 a limb. limb_coverage: per frame, the share of visible limbs that hold at least one centre.

@@ -30,9 +30,8 @@ def upsample_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     the low-resolution input, with the 3x3 kernel's taps summed where they read the same
     input pixel. All four are one 2x2 convolution with 4F outputs of the input padded by
     one; phase (a, b) is its output shifted by (a, b). The same sum up to float rounding in
-    4/9 of the multiply-adds, with no upsampled copy of the input. On CPU, forward and
-    gradient together, 2.2x faster on vox256's generator up blocks (2 x 64 x 64, 256 -> 128
-    channels: 483 -> 218 ms; 2 x 128 x 128, 128 -> 64: 649 -> 269 ms).
+    4/9 of the multiply-adds, with no upsampled copy of the input (timings:
+    docs/performance.md).
     x (N, H, W, C), kernel (3, 3, C, F) -> (N, 2H, 2W, F).
     """
     if kernel.shape[:2] != (3, 3):
