@@ -20,7 +20,7 @@ from test_training_parity import LOSS_WEIGHTS, fixture_transform
 # Max |bf16 - f32| of the relative-mode animation of the fixture clip (6 frames, 64x64,
 # images in [0, 1]): measured 1.74e-3 (mean 5.5e-5) on CPU; the bound leaves ~2x margin.
 # On an H100 it gave 3.3e-3 (float32 there runs its convolutions in TF32, itself 3.2e-3 from
-# precision="highest"), and this test passed there: benchmarks/bf16_difference.py, README's Speed section.
+# precision="highest"), and this test passed there: benchmarks/bf16_difference.py, docs/performance.md.
 PREDICTION_BOUND = 4e-3
 # Region centres (coordinates in [-1, 1]) of the source frame: measured 1.8e-4 on CPU.
 SHIFT_BOUND = 4e-4
