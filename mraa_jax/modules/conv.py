@@ -1,23 +1,21 @@
 """Stride-1 2-D convolution (NHWC, HWIO) with its own VJP, and how training compiles convolutions on CPU.
 
 XLA:CPU runs convolutions either through YNNPACK (its default) or through Eigen. YNNPACK's
-kernel gradients are slow: it computes them as a convolution with the image as the kernel,
-at 15-45 GFLOP/s on vox256's layers against 100-220 for Eigen's. The training steps are
-therefore compiled with `process_tuning.TRAINING_COMPILER_OPTIONS` on CPU (YNNPACK keeps matrix products
-and reductions, Eigen takes the convolutions), which made vox256's step 10-13% faster; the
-forward-only programs (animation) keep YNNPACK, which runs the generator's 7x7 output layer
-(64 -> 3 channels) 5x faster than Eigen.
+kernel gradients are slow: it computes them as a convolution with the image as the kernel.
+The training steps are therefore compiled with `process_tuning.TRAINING_COMPILER_OPTIONS` on
+CPU (YNNPACK keeps matrix products and reductions, Eigen takes the convolutions); the
+forward-only programs (animation) keep YNNPACK, which runs the generator's thin 7x7 output
+layer much faster than Eigen. Timings: docs/performance.md.
 
 `conv2d`'s VJP:
 - the kernel gradient of layers with large kernels and few outputs (the generator's 7x7
   layer to 3 channels) by "output_patches": per kernel row, one matrix product of the
   padded input, (rows, C)^T, with the kw shifted copies of the thin output gradient side by
-  side, (rows, kw*F): 117 ms instead of Eigen's 284 ms (2 x 256 x 256, 64 -> 3); XLA's rule
-  elsewhere, and on other backends (cuDNN on GPU);
+  side, (rows, kw*F), faster than Eigen's; XLA's rule elsewhere, and on other backends
+  (cuDNN on GPU);
 - the input gradient made to depend on the kernel gradient (plus 0 times its sum), so that
   XLA runs each kernel gradient as soon as it can instead of at the end of the backward
-  pass, where it kept each layer's output gradient and input alive until then (vox256's
-  step: 960 -> 879 MiB of temporaries).
+  pass, where it kept each layer's output gradient and input alive until then.
 """
 from __future__ import annotations
 
@@ -30,8 +28,7 @@ from mraa_jax.modules.cotangents import cotangent_for
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 # Output patches, for kernels larger than 3x3 with at most 16 output and at least 32 input
-# channels: 1.8-10x faster than Eigen's on every such layer of vox256 (2 x 256 x 256, 64 -> 3:
-# 284 -> 117 ms; 2 x 64 x 64, 108 -> 1: 41 -> 4 ms; 108 -> 11: 57 -> 17 ms; 35 -> 10: 17 -> 9 ms).
+# channels: faster than Eigen's on every such layer of vox256 (docs/performance.md).
 MAX_PATCH_FEATURES = 16
 MIN_PATCH_CHANNELS = 32
 
@@ -84,7 +81,7 @@ def kernel_grad_by_output_patches(x: jax.Array, out_grad: jax.Array, kernel_shap
     per kernel row: kernel[i, j, c, f] sums padded-input pixel q's channel c times
     out_grad[q - (i, j), f] over all q; for row i, the kw shifts of the (thin) output gradient
     sit side by side as kw*F columns. The rows run one after another (a loop), so that one
-    row's shifted copies are alive at a time (all at once: 77 MB for vox256's last layer)."""
+    row's shifted copies are alive at a time, not all kh rows' at once."""
     kh, kw, channels, features = kernel_shape
     padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     height, width = padded.shape[1:3]
