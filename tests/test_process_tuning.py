@@ -88,7 +88,7 @@ def test_restart_keeps_the_process_and_cuts_page_faults(tmp_path):
 
 
 def test_memory_stages_benchmark_reports_every_stage():
-    """benchmarks/memory_stages.py (README, Speed) on the small config: one reading per stage,
+    """benchmarks/memory_stages.py on the small config: one reading per stage,
     each peak at least the resident set it ends with, run with the tunable where available."""
     repo = Path(__file__).resolve().parents[1]
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
@@ -134,7 +134,7 @@ TEMPORARIES = textwrap.dedent(
 
 def test_low_memory_schedule_cuts_temporaries(tmp_path):
     """The flag reaches XLA when set before JAX starts, and XLA then needs less memory for
-    the same program (README, Speed: vox256's training step 2195 -> 1385 MiB)."""
+    the same program (docs/performance.md)."""
     repo = Path(__file__).resolve().parents[1]
     script = tmp_path / "temporaries.py"
     script.write_text(TEMPORARIES)
