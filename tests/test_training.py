@@ -79,6 +79,84 @@ def test_nonfinite_steps_are_skipped_up_to_the_limit(tmp_path, fixture_dir):
     assert "step 5: non-finite loss or gradient, update skipped (1 in a row)" in log
 
 
+class PoisonedFrom(ArrayPairs):
+    """NaN driving frames in the batches of step `first` and every step after it."""
+
+    def __init__(self, videos, batch_size: int, first: int):
+        super().__init__(videos, batch_size)
+        self.first = first
+
+    def __next__(self):
+        batch = super().__next__()
+        if self.position >= self.first:
+            batch["driving"] = batch["driving"] * np.nan
+        return batch
+
+
+def positions_of_host_reads(monkeypatch, data: ArrayPairs) -> set:
+    """The data positions (batches taken) at which the main thread reads a jax.Array's value
+    on the host: jax.device_get, float(), int() and item() all read it through `_value`."""
+    import threading
+
+    from jax._src.array import ArrayImpl
+
+    positions = set()
+    read = ArrayImpl._value.fget
+
+    def counted(array):
+        if threading.current_thread() is threading.main_thread():
+            positions.add(data.position)
+        return read(array)
+
+    monkeypatch.setattr(ArrayImpl, "_value", property(counted))
+    return positions
+
+
+def test_losses_reach_the_host_only_at_log_points(tmp_path, monkeypatch):
+    """log_every_steps=4, a checkpoint every 6 steps, 12 steps: the loop reads nothing from
+    the device between log points. It reads the step once at the start, the losses at steps
+    4, 8 and 12 and before each save (orbax saves the first step too: 1, 6, 12), and the
+    state when saving."""
+    from mraa_jax.training.logger import TrainingLogger
+    from mraa_jax.training.trainer import _loop
+
+    @jax.jit
+    def step_fn(state, source, driving):
+        total = jnp.mean(jnp.abs(driving - source)) + jnp.sum(state.params["w"])
+        return state.replace(step=state.step + 1), {"total": total, "skipped": jnp.float32(0)}
+
+    state = steps.TrainState(jnp.int32(0), {"w": jnp.zeros(2)}, {}, {}, jax.random.PRNGKey(0))
+    data = ArrayPairs(tiny_videos(), 2)
+    reads = positions_of_host_reads(monkeypatch, data)
+    logger = TrainingLogger(tmp_path)
+    out = _loop("reconstruction", step_fn, state, data, mesh=steps.make_mesh(), checkpoints=Checkpoints(tmp_path / "checkpoints", every_steps=6),
+                logger=logger, num_epochs=1, steps_in_epoch=100, max_steps=12, log_every_steps=4)
+    logger.close()
+    assert int(out.step) == 12
+    assert reads == {0, 1, 4, 6, 8, 12}
+    assert Checkpoints(tmp_path / "checkpoints").manager.all_steps() == [1, 6, 12]
+
+
+@pytest.mark.parametrize("first_nan, caught_at, last_good", [(5, 6, 3), (7, 8, 6)])
+def test_nan_between_log_points_stops_within_log_every_steps(tmp_path, fixture_dir, first_nan, caught_at, last_good):
+    """log_every_steps=4, a checkpoint every 3 steps: a NaN at step 5 is caught at step 6,
+    before its checkpoint is saved; one at step 7 at the log point of step 8, before the
+    checkpoint of step 9. Either way the last checkpoint is the last good one."""
+    config = tiny_training_config()
+    config.train_params.checkpoint_every_steps = 3
+    config.train_params.log_every_steps = 4
+    data = PoisonedFrom(tiny_videos(), 4, first_nan)
+    with pytest.raises(TrainingDiverged, match=f"at step {first_nan}.*last good checkpoint is step {last_good}"):
+        train_reconstruction(config, tmp_path, data, steps_in_epoch=100)
+    assert data.position == caught_at <= first_nan + 4 - 1
+    checkpoints = Checkpoints(tmp_path / "checkpoints" / "reconstruction")
+    assert checkpoints.latest_step() == last_good
+    template = steps.init_train_state(MRAA.random(config).variables, steps.adam(1e-4), jax.random.PRNGKey(0))
+    state, progress = checkpoints.restore(template)
+    assert int(state.step) == last_good and progress["data"] == {"position": last_good}
+    assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves((state.params, state.batch_stats)))
+
+
 def test_perceptual_loss_needs_vgg_weights(tmp_path, fixture_dir):
     config = tiny_training_config()
     config.train_params.loss_weights.perceptual = [1, 1, 1, 1, 1]

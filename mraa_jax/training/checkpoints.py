@@ -41,6 +41,10 @@ class Checkpoints:
     def latest_step(self) -> Optional[int]:
         return self.manager.latest_step()
 
+    def due(self, step: int) -> bool:
+        """Whether `save(step, ...)` would save (the trainer checks the losses first)."""
+        return self.manager.should_save(step)
+
     def save(self, step: int, state: Any, progress: dict, force: bool = False) -> bool:
         """Save if `step` is due (or `force`); returns whether it saved."""
         saved = self.manager.save(

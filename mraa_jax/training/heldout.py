@@ -41,7 +41,7 @@ class HeldOutTracker:
         self.copy_l1 = copy_source_l1(self.videos)
         self.model = MRAA(config, {})
         self.records: list[dict] = read_records(self.path) if self.path.exists() else []
-        self._losses: dict[str, list[float]] = {}
+        self._losses: list[dict] = []  # each step's metrics since the last record, still on the device
         self._start = time.perf_counter() - (self.records[-1]["training_seconds"] if self.records else 0.0)
         self._paused = 0.0
 
@@ -59,10 +59,10 @@ class HeldOutTracker:
             errors.append(np.mean(np.abs(prediction - video)))
         return float(np.mean(errors))
 
-    def __call__(self, state, step: int, metrics: dict[str, float]) -> dict[str, float]:
-        """Called before the first step (empty metrics) and after every step."""
-        for name, value in metrics.items():
-            self._losses.setdefault(name, []).append(value)
+    def __call__(self, state, step: int, metrics: dict) -> dict[str, float]:
+        """Called before the first step (empty metrics) and after every step (its metrics on the device)."""
+        if metrics:
+            self._losses.append(metrics)
         if step % self.every_steps != 0:
             return {}
         record = self.record(state, step)
@@ -72,15 +72,16 @@ class HeldOutTracker:
         """Evaluate now and append a record, unless this step already has one."""
         if self.records and self.records[-1]["step"] == step:
             return self.records[-1]
+        jax.block_until_ready(state)  # the steps dispatched so far count as training time
         pause = time.perf_counter()
         seconds = self.training_seconds()
         params, stats = jax.device_get((state.params, state.batch_stats))
         l1 = self.heldout_l1({n: {"params": params[n], "batch_stats": stats[n]} for n in params})
         record = {
             "step": int(step), "training_seconds": round(seconds, 2), "l1": l1, "copy_l1": self.copy_l1, "ratio": l1 / self.copy_l1,
-            "train_losses": {k: float(np.mean(v)) for k, v in self._losses.items()},
+            "train_losses": mean_losses(self._losses),
         }
-        self._losses = {}
+        self._losses = []
         self.records.append(record)
         if jax.process_index() == 0:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +89,12 @@ class HeldOutTracker:
                 f.write(json.dumps(record) + "\n")
         self._paused += time.perf_counter() - pause
         return record
+
+
+def mean_losses(metrics: list[dict]) -> dict[str, float]:
+    """Each loss's mean over the steps whose update was not skipped, fetched in one transfer."""
+    kept = [m for m in jax.device_get(metrics) if not m.get("skipped")]
+    return {k: float(np.mean([m[k] for m in kept])) for k in kept[0] if k != "skipped"} if kept else {}
 
 
 def read_records(path) -> list[dict]:

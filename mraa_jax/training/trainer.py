@@ -75,6 +75,23 @@ class NonFiniteGuard:
         return True
 
 
+def _check_losses(pending: list, guard: NonFiniteGuard, logger: TrainingLogger, bar) -> None:
+    """Fetch the losses of the unchecked steps `pending` ([(step, device metrics)]) in one
+    transfer, run the guard on them and log them in step order, and empty `pending`.
+
+    The guard raises at the first step past its limit, before anything later is logged or saved.
+    """
+    fetched = jax.device_get(pending)
+    pending.clear()
+    for step, metrics in fetched:
+        metrics = {k: float(v) for k, v in metrics.items()}
+        if guard.skipped(metrics, step):
+            logger.note(f"step {step}: non-finite loss or gradient, update skipped ({guard.in_a_row} in a row)")
+        else:
+            logger.step(step, metrics)
+    bar.set_postfix({k: f"{v:.4f}" for k, v in metrics.items()})
+
+
 def _next_position(progress: dict, steps_in_epoch: int, data_state) -> dict:
     position = progress["step_in_epoch"] + 1
     if position == steps_in_epoch:
@@ -109,23 +126,34 @@ def _loop(
     progress: Optional[dict] = None,
     hook: Optional[Callable] = None,
     skip_nonfinite_steps: int = 0,
+    log_every_steps: int = 100,
 ) -> steps.TrainState:
     """Train until `num_epochs` (or `max_steps` total steps); resumes from `progress` if given.
 
+    Nothing comes back to the host per step: the losses stay on the device until a log
+    point (every `log_every_steps` steps, before each checkpoint is saved, at the end of an
+    epoch and of training), where they are fetched at once, logged and checked by the guard.
+    A non-finite loss thus stops training within `log_every_steps` steps, and no checkpoint
+    is saved from a state whose losses were not all checked.
+
     hook: called as hook(state, step, metrics) before the first step (metrics empty) and
-    after every step; the scalars it returns are logged (e.g. a HeldOutTracker).
+    after every step, with the step's metrics still on the device and not yet checked
+    (their 'skipped' is 1.0 for a skipped step); the scalars it returns are logged (e.g. a
+    HeldOutTracker).
     skip_nonfinite_steps: see NonFiniteGuard (0: stop at the first non-finite step).
     """
     progress = progress or {"epoch": 0, "step_in_epoch": 0, "data": data.get_state()}
-    if max_steps is not None and int(state.step) >= max_steps:  # resumed after the last step (killed before the end)
+    step = int(state.step)  # counted on the host from here on
+    if max_steps is not None and step >= max_steps:  # resumed after the last step (killed before the end)
         _save_final(checkpoints, state, progress)
         return state
     guard = NonFiniteGuard(skip_nonfinite_steps, checkpoints)
     is_main = jax.process_index() == 0
     batch = None
     if hook is not None:
-        logger.scalars(int(state.step), hook(state, int(state.step), {}))
+        logger.scalars(step, hook(state, step, {}))
     stopped = False
+    pending = []  # (step, metrics on the device) since the last log point
     while progress["epoch"] < num_epochs and not stopped:
         epoch = progress["epoch"]
         bar = tqdm(total=steps_in_epoch, initial=progress["step_in_epoch"], desc=f"{name} epoch {epoch}", disable=not is_main, leave=False)
@@ -133,25 +161,23 @@ def _loop(
             batch = next(data)
             source, driving = steps.shard_batch(mesh, batch["source"], batch["driving"])
             state, metrics = step_fn(state, *frozen_args, source, driving)
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            step = int(state.step)
-            skipped = guard.skipped(metrics, step)
-            if skipped:
-                logger.note(f"step {step}: non-finite loss or gradient, update skipped ({guard.in_a_row} in a row)")
-            else:
-                logger.step(step, metrics)
+            step += 1
+            pending.append((step, metrics))
             progress = _next_position(progress, steps_in_epoch, data.get_state())
+            stopped = max_steps is not None and step >= max_steps  # the (partial) epoch is still logged and pictured
+            save = checkpoints.due(step)
+            if save or stopped or step % log_every_steps == 0 or progress["epoch"] != epoch:
+                _check_losses(pending, guard, logger, bar)
             if hook is not None:
-                logger.scalars(step, hook(state, step, {} if skipped else metrics))
-            bar.set_postfix({k: f"{v:.4f}" for k, v in metrics.items()})
+                logger.scalars(step, hook(state, step, metrics))
             bar.update()
-            checkpoints.save(step, state, progress)
-            if max_steps is not None and step >= max_steps:
-                stopped = True  # the (partial) epoch is still logged and pictured
+            if save:
+                checkpoints.save(step, state, progress)
+            if stopped:
                 break
         bar.close()
         picture = picture_fn(state, batch) if (picture_fn is not None and is_main) else None
-        logger.end_epoch(epoch, int(state.step), picture, stage="avd-" if name == "avd" else "")
+        logger.end_epoch(epoch, step, picture, stage="avd-" if name == "avd" else "")
     _save_final(checkpoints, state, progress)
     return state
 
@@ -253,6 +279,7 @@ def train_reconstruction(
         progress=progress,
         hook=hook,
         skip_nonfinite_steps=tp.get("skip_nonfinite_steps", 0),
+        log_every_steps=tp.get("log_every_steps", 100),
     )
     avd_is_random = not init_from or "avd_network" in meta.get("random_init", [])
     export_model(workdir / "model", config, state, {"avd_network": variables["avd_network"]}, {"random_init": ["avd_network"] if avd_is_random else []})
@@ -285,6 +312,7 @@ def train_avd(config, workdir, data: Iterator, *, steps_in_epoch: int, max_steps
         max_steps=max_steps,
         progress=progress,
         skip_nonfinite_steps=ap.get("skip_nonfinite_steps", 0),
+        log_every_steps=ap.get("log_every_steps", 100),
     )
     trained = {n: variables[n] for n in NETWORKS if n != "avd_network"}
     export_model(workdir / "model", config, state, trained, {"random_init": []}, overwrite=True)
