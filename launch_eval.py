@@ -25,6 +25,11 @@ demo: --source_image (RGB; grey images and images with alpha are refused) and
 --driving_video of any size: both are CENTRE-CROPPED to the aspect of the config's frame size
 and then resized to it (so nothing is stretched); --result_video is written at the driving
 video's fps (--fps where the input has none, e.g. a frame folder).
+demo on a pipe: --driving_video - reads raw rgb24 frames of --driving_size WxH from standard
+input and animates each as it arrives (mraa_jax.streaming), writing --result_video at --fps, or
+with --result_video - each animated frame to standard output, raw rgb24 at the config's size:
+    ffmpeg -i talk.mp4 -f rawvideo -pix_fmt rgb24 - | python launch_eval.py --mode demo --checkpoint converted/vox256 \
+        --source_image face.png --driving_video - --driving_size 384x384 --result_video - | ffplay -f rawvideo -pixel_format rgb24 -video_size 256x256 -
 
 Driving frames go through the networks in jitted batches of --chunk_size frames, the source
 encoded once. --compute_dtype bfloat16 runs the networks' convolutions in bfloat16 (faster on
@@ -55,8 +60,11 @@ _CHUNK = flags.DEFINE_integer("chunk_size", 16, "driving frames per jitted batch
 _FIND_BEST = flags.DEFINE_bool("find_best_frame", False,
                                "animate/demo: start the relative motion from the driving frame whose region layout is closest to the source's")
 _SOURCE = flags.DEFINE_string("source_image", None, "demo: the image to animate (any size; centre-cropped and resized)")
-_DRIVING = flags.DEFINE_string("driving_video", None, "demo: the driving video (mp4/gif/mov, frame folder, ...; any size)")
-_RESULT = flags.DEFINE_string("result_video", "result.mp4", "demo: where to write the animation")
+_DRIVING = flags.DEFINE_string("driving_video", None, "demo: the driving video (mp4/gif/mov, frame folder, ...; any size); "
+                                "-: raw rgb24 frames of --driving_size on standard input")
+_DRIVING_SIZE = flags.DEFINE_string("driving_size", None, "demo with --driving_video -: the frames' size WxH (e.g. 640x480)")
+_RESULT = flags.DEFINE_string("result_video", "result.mp4", "demo: where to write the animation; with --driving_video -, "
+                              "-: raw rgb24 frames to standard output")
 _VIS = flags.DEFINE_string("visualization_video", None, "demo: also write the visualisation grid video here")
 _FPS = flags.DEFINE_float("fps", 25.0, "fps of written videos where the input has none (dataset videos, frame folders)")
 _PAIRS_CSV = flags.DEFINE_string("pairs_csv", None, "animate: CSV of (source, driving) video names")
@@ -97,13 +105,22 @@ def run() -> dict:
             if not value:
                 raise InputError(f"the demo needs {flag}")
         animation_mode = mode if mode != "demo" else (_ANIMATION_MODE.value or "relative")
+    piped = demo_mode and _DRIVING.value == "-"
+    if piped:
+        if _DRIVING_SIZE.value is None:
+            raise InputError("--driving_video -: raw rgb24 frames on standard input need --driving_size WxH")
+        driving_size = evaluation.parse_frame_size(_DRIVING_SIZE.value)
+        if _FIND_BEST.value or _VIS.value:
+            raise InputError("--driving_video -: --find_best_frame and --visualization_video need the whole video, not a stream")
+    elif _DRIVING_SIZE.value is not None or (demo_mode and _RESULT.value == "-"):
+        raise InputError("--driving_size and --result_video - go with --driving_video - (raw frames on standard input)")
     config = _load_config()
     # Check the inputs and outputs before the (slow) model load.
     if demo_mode:
         evaluation.read_source_image(_SOURCE.value)
-        if not Path(_DRIVING.value).exists():
+        if not piped and not Path(_DRIVING.value).exists():
             raise InputError(f"driving video {_DRIVING.value}: no such file or folder")
-        for output in filter(None, (_RESULT.value, _VIS.value)):
+        for output in filter(lambda o: o and o != "-", (_RESULT.value, _VIS.value)):
             evaluation.check_writable(Path(output).parent, f"output {output}")
     else:
         evaluation.check_writable(Path(_OUT_DIR.value), "--out_dir")
@@ -118,6 +135,13 @@ def run() -> dict:
         model.check_mode(animation_mode)
         evaluation.check_variables(model, ("avd_network",))
     progress = _PROGRESS.value
+    if piped:
+        to_stdout = _RESULT.value == "-"
+        frames = evaluation.read_raw_frames(sys.stdin.buffer, driving_size)
+        info = evaluation.demo_stream(model, _SOURCE.value, frames, sys.stdout.buffer if to_stdout else _RESULT.value, animation_mode, _FPS.value)
+        print(f"wrote {'standard output' if to_stdout else _RESULT.value}: {info['frames']} frames, {info['size'][1]}x{info['size'][0]}",
+              file=sys.stderr if to_stdout else sys.stdout)
+        return info
     if demo_mode:
         info = evaluation.demo(model, _SOURCE.value, _DRIVING.value, _RESULT.value, animation_mode, _CHUNK.value,
                                _FIND_BEST.value, fps=_FPS.value, visualization_video=_VIS.value, progress=progress)

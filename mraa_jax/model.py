@@ -235,18 +235,29 @@ class MRAA:
         ]
         return jnp.concatenate(outputs)
 
+    def stream(self, source_image, mode: str = "relative"):
+        """A `mraa_jax.streaming.Stream`: `source_image` encoded once, then `push(frame) -> frame`
+        animates one driving frame at a time, as `animate` would animate the clip of the pushed frames."""
+        from mraa_jax.streaming import Stream
+
+        return Stream(self, source_image, mode)
+
 
 ANIMATION_CHUNK_MODES = animation.MODES + ("reconstruction",)
 
 
-def animation_chunk(nets: Networks, variables, source, levels, source_params, initial, chunk, scale, *, mode: str, visual: bool) -> dict:
+def animation_chunk(nets: Networks, variables, source, levels, source_params, initial, chunk, scale, *, mode: str, visual: bool,
+                    driving_full: Optional[RegionParams] = None) -> dict:
     """Outputs for a chunk (B, H, W, C) of driving frames, given the encoded (1, ...) source.
 
     mode: an animation mode, or "reconstruction" (the driving frames' own regions and the
-    background matrix from (source, driving), as in training). Returns {"prediction"} and,
-    with `visual`, "deformed", "occlusion_map" (if predicted), "driving_shift", "driving_heatmap".
+    background matrix from (source, driving), as in training). driving_full: the chunk's region
+    params where the caller has computed them already (the stream takes its reference from them).
+    Returns {"prediction"} and, with `visual`, "deformed", "occlusion_map" (if predicted),
+    "driving_shift", "driving_heatmap".
     """
-    driving_full = nets.region_predictor.apply(variables["region_predictor"], chunk)
+    if driving_full is None:
+        driving_full = nets.region_predictor.apply(variables["region_predictor"], chunk)
     driving = driving_full.without_heatmap()
     batch = chunk.shape[0]
     expand = lambda x: jnp.broadcast_to(x, (batch,) + x.shape[1:])  # noqa: E731

@@ -108,7 +108,10 @@ def to_uint8(frames) -> np.ndarray:
 
 
 def write_video(path, frames, fps: float) -> Path:
-    """uint8 or [0, 1] float (T, H, W, 3) frames as an H.264 mp4 (a .gif too, by the suffix), atomically."""
+    """uint8 or [0, 1] float (T, H, W, 3) frames as an H.264 mp4 (a .gif too, by the suffix), atomically.
+
+    frames: an array, or an iterable of (H, W, 3) frames, written to the mp4 as they come (a stream).
+    """
     path = Path(path)
     with atomic_path(path) as temporary:
         _write_video(temporary, frames, fps)
@@ -118,24 +121,50 @@ def write_video(path, frames, fps: float) -> Path:
 def _write_video(path: Path, frames, fps: float) -> None:
     import imageio.v2 as imageio
 
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8:
-        frames = to_uint8(frames)
+    if hasattr(frames, "shape"):
+        frames = np.asarray(frames)
+    frames = (frame if frame.dtype == np.uint8 else to_uint8(frame) for frame in map(np.asarray, frames))
     if path.suffix.lower() == ".gif":
         imageio.mimsave(path, list(frames), duration=1000.0 / fps)
         return
-    # Odd sizes: libx264's yuv420p needs even sides; pad by one pixel (edge) rather than rescale.
-    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
-    if pad_h or pad_w:
-        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
     with warnings.catch_warnings():  # ffmpeg runs as a subprocess; JAX warns about any fork
         warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
         writer = imageio.get_writer(path, fps=fps, codec="libx264", quality=8, macro_block_size=1, ffmpeg_log_level="error")
         try:
             for frame in frames:
-                writer.append_data(frame)
+                # Odd sizes: libx264's yuv420p needs even sides; pad by one pixel (edge) rather than rescale.
+                writer.append_data(np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge"))
         finally:
             writer.close()
+
+
+def parse_frame_size(text: str, what: str = "--driving_size") -> tuple[int, int]:
+    """(W, H) of a size written WxH (640x480), or an InputError naming `what`."""
+    width, _, height = str(text).lower().partition("x")
+    if not (width.isdigit() and height.isdigit()):
+        raise InputError(f"{what}: expected WIDTHxHEIGHT in pixels (e.g. 640x480), got {text!r}")
+    check_size((int(height), int(width)), what)
+    return int(width), int(height)
+
+
+def read_raw_frames(stream, size, what: str = "standard input"):
+    """uint8 (H, W, 3) frames, one by one, from a binary stream of raw rgb24 frames of size = (W, H)
+    (what `ffmpeg ... -f rawvideo -pix_fmt rgb24 -` writes) until it ends; a short last frame is an InputError."""
+    width, height = size
+    frame_bytes = width * height * 3
+    while True:
+        data = bytearray()
+        while len(data) < frame_bytes:
+            part = stream.read(frame_bytes - len(data))
+            if not part:
+                break
+            data += part
+        if not data:
+            return
+        if len(data) < frame_bytes:
+            raise InputError(f"{what}: the last frame has {len(data)} bytes, expected {frame_bytes} "
+                             f"({width}x{height} rgb24; is --driving_size the stream's size?)")
+        yield np.frombuffer(bytes(data), np.uint8).reshape(height, width, 3)
 
 
 def write_png_strip(path, frames) -> Path:

@@ -193,3 +193,33 @@ def demo(model, source_image, driving_video, result_video, mode: str = "relative
     if "best_frame" in outputs:
         info["best_frame"] = outputs["best_frame"]
     return info
+
+
+def demo_stream(model, source_image, frames, result, mode: str = "relative", fps: float = DEFAULT_FPS) -> dict:
+    """The demo on a stream: uint8 (H, W, 3) driving frames of any size (an iterable, such as
+    `media.read_raw_frames(sys.stdin.buffer, size)`), each centre-cropped and resized as `demo`
+    does and animated as it arrives (`model.stream`). `result`: a video path (written at `fps`),
+    or a binary stream that gets each animated frame at once as raw rgb24 bytes (the config's size).
+    Returns {"frames", "fps", "size"}.
+    """
+    from mraa_jax.model import config_frame_shape
+
+    h, w, channels = config_frame_shape(model.config)
+    if channels != 3:
+        raise InputError(f"the demo animates RGB images; this model has {channels} channels")
+    source = media.crop_resize(media.read_source_image(source_image)[None], (h, w))[0]
+    stream = model.stream(source, mode)
+
+    def animated():
+        for frame in frames:
+            yield media.to_uint8(stream.push(media.crop_resize(frame[None], (h, w))[0]))
+        if stream.frames == 0:
+            raise InputError("driving stream: no frames")
+
+    if isinstance(result, (str, Path)):
+        media.write_video(result, animated(), fps)
+    else:
+        for frame in animated():
+            result.write(frame.tobytes())
+            result.flush()
+    return {"frames": stream.frames, "fps": fps, "size": [h, w]}
