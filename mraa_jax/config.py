@@ -7,14 +7,17 @@ The ConfigDict mirrors the original's YAML files (snap-research/articulated-anim
     dataset_params, model_params, train_params, train_avd_params,
     reconstruction_params, animate_params, visualizer_params
 
-After loading, `model_params` is always complete: every default that the original's
-module constructors apply to an omitted key is written into the config, so the model
-code never needs to know a default. Other sections keep what the source holds, plus
-the defaults the original's scripts assume.
+SCHEMA declares every field that the library reads, with its default: the defaults
+of the original's module constructors (model_params) and scripts, and our own fields.
+After loading, a config is complete, so that no code outside this module needs to know
+a default. Fields the original accepts and this library ignores (IGNORED) are kept as
+given and named in one warning when a file is loaded. Lists are stored as tuples, so
+that config_flags can override them: `--config.train_params.scales='(1, 0.5)'`.
 
 Public API:
     fill_defaults(cfg) -> ConfigDict         defaults merged in (input left untouched)
     validate_config(cfg) -> None             raises ConfigError (an InputError) naming the bad field
+    report_ignored(cfg, source) -> None      one warning naming the IGNORED fields cfg holds
     config_from_dict(d) -> ConfigDict        normalise + fill + validate (configs/*.py use it)
     config_from_yaml(path) -> ConfigDict     an original-format YAML file
     load_config(spec) -> ConfigDict          a ConfigDict, a configs/*.py path or a YAML path
@@ -23,14 +26,17 @@ Public API:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import ml_collections
 import yaml
+from ml_collections import config_dict
 
 from mraa_jax.errors import ConfigError
 
@@ -47,8 +53,31 @@ SECTIONS = (
     "visualizer_params",
 )
 
-# A key mapped to REQUIRED has no default: the original's constructors take it positionally.
+# A key mapped to REQUIRED has no default. In model_params the original's constructors take
+# it positionally; in the training sections a stage cannot run without it (num_epochs, lr...).
 REQUIRED = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class Unset:
+    """A field that is None unless given, whose values have type `kind`.
+
+    Stored as an ml_collections placeholder of that type, so that `--config.<field>=...`
+    can set it (config_flags refuses to override a plain None).
+    """
+
+    kind: type
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """A nested mapping: `absent` is used when the key is missing; a given mapping has its
+    missing keys filled from the schema `given` (what the original's code does with a partial
+    mapping: a missing term is off), or is kept as it is when `given` is None."""
+
+    absent: dict
+    given: Optional[dict]
+
 
 # model_params defaults, from the constructors of the original's modules
 # (RegionPredictor, BGMotionPredictor, Generator, PixelwiseFlowPredictor, AVDNetwork).
@@ -74,7 +103,6 @@ MODEL_DEFAULTS = {
         "num_blocks": 3,
         "pca_based": False,
         "pad": 3,
-        "fast_svd": False,
     },
     "generator_params": {
         "block_expansion": REQUIRED,
@@ -102,41 +130,80 @@ MODEL_DEFAULTS = {
     },
 }
 
+
+def _stage_defaults() -> dict:
+    """Fields both training stages read: the original's epochs and ours (checkpoints, logs, NaN guard)."""
+    return {
+        "num_epochs": REQUIRED,
+        "num_repeats": 1,  # DatasetRepeater's default
+        "epoch_milestones": REQUIRED,
+        "lr": REQUIRED,
+        "batch_size": REQUIRED,
+        "checkpoint_every_steps": 1000,  # ours: steps between checkpoints
+        "keep_checkpoints": 3,  # ours: checkpoints kept
+        "skip_nonfinite_steps": 0,  # ours: updates with a non-finite loss skipped in a row before stopping
+        "log_every_steps": 100,  # ours: steps between logged losses
+    }
+
+
 # Defaults of the other sections: what the original's scripts and classes fall back to
-# (FramesDataset, DatasetRepeater, train.py's use_sync_bn check, Visualizer). Filled one
-# level deep only: a dict given in the source (e.g. transform_params without TPS keys,
-# which disables TPS in the original) is kept as it is.
+# (FramesDataset, DatasetRepeater, train.py's use_sync_bn check, Visualizer), and ours.
 SECTION_DEFAULTS = {
     "dataset_params": {
-        "frame_shape": [256, 256, 3],
+        "root_dir": Unset(str),  # a video root in the original's layout, or "synthetic"
+        "frame_shape": (256, 256, 3),  # null: frames at their stored size
         "id_sampling": False,
-        "pairs_list": None,
+        "pairs_list": Unset(str),
+        # Kept as given: the data pipeline reads the original's groups (a missing one is off).
+        "augmentation_params": Group(absent={
+            "flip_param": {"horizontal_flip": True, "time_flip": True},
+            "jitter_param": {"brightness": 0.1, "contrast": 0.1, "saturation": 0.1, "hue": 0.1},
+        }, given=None),
+        # Ours: build_synthetic_dataset's arguments, used when root_dir is "synthetic".
+        "synthetic": {"num_train": 1000, "num_test": 50, "frames": 32, "size": 64, "seed": 0},
     },
     "train_params": {
-        "num_repeats": 1,
+        **_stage_defaults(),
         "use_sync_bn": False,
-        "scales": [1, 0.5, 0.25, 0.125],
-        "transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5},
-        "loss_weights": {
-            "perceptual": [10, 10, 10, 10, 10],
-            "equivariance_shift": 10,
-            "equivariance_affine": 10,
-        },
+        "scales": (1, 0.5, 0.25, 0.125),
+        # Without sigma_tps and points_tps the original's transform has no TPS part.
+        "transform_params": Group(
+            absent={"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5},
+            given={"sigma_affine": REQUIRED, "sigma_tps": Unset(float), "points_tps": Unset(int)},
+        ),
+        "loss_weights": Group(
+            absent={"perceptual": (10, 10, 10, 10, 10), "equivariance_shift": 10.0,
+                    "equivariance_affine": 10.0, "l1": 0.0},
+            given={"perceptual": (), "equivariance_shift": 0.0, "equivariance_affine": 0.0,
+                   "l1": 0.0},  # l1: ours, an L1 pyramid over `scales`
+        ),
+        "vgg19_weights": Unset(str),  # ours: torchvision's vgg19 file, for the perceptual loss
     },
     "train_avd_params": {
-        "num_repeats": 1,
+        **_stage_defaults(),
         "random_scale": 0.25,
-        "lambda_shift": 1,
-        "lambda_affine": 1,
+        "lambda_shift": 1.0,
+        "lambda_affine": 1.0,
     },
-    "reconstruction_params": {"num_videos": None, "format": ".mp4"},
-    "animate_params": {"num_pairs": 50, "format": ".mp4", "mode": "avd"},
-    "visualizer_params": {
-        "kp_size": 5,
-        "draw_border": False,
-        "colormap": "gist_rainbow",
-        "region_bg_color": [0, 0, 0],
-    },
+    "reconstruction_params": {},
+    "animate_params": {"num_pairs": 50, "mode": "avd"},
+    "visualizer_params": {"kp_size": 5},
+}
+
+# Fields the original accepts that this library ignores: accepted, kept (so that a YAML file
+# loads key for key), not filled in, and listed in one warning at load (`report_ignored`).
+IGNORED = {
+    "model_params.region_predictor_params.fast_svd": "the 2x2 SVD is always the exact one",
+    "train_params.dataloader_workers": "grain sets its own threads",
+    "train_params.checkpoint_freq": "checkpoints follow checkpoint_every_steps",
+    "train_avd_params.dataloader_workers": "grain sets its own threads",
+    "train_avd_params.checkpoint_freq": "checkpoints follow checkpoint_every_steps",
+    "reconstruction_params.num_videos": "every test video is reconstructed",
+    "reconstruction_params.format": "videos are written as .mp4, frames as .png",
+    "animate_params.format": "videos are written as .mp4",
+    "visualizer_params.draw_border": "the visualiser's look is fixed",
+    "visualizer_params.colormap": "the visualiser's look is fixed",
+    "visualizer_params.region_bg_color": "the visualiser's look is fixed",
 }
 
 # Fields stored as float even when written as an integer (YAML `scale_factor: 1`), so
@@ -148,9 +215,18 @@ FLOAT_FIELDS = (
     "model_params.generator_params.pixelwise_flow_predictor_params.scale_factor",
     "model_params.generator_params.pixelwise_flow_predictor_params.region_var",
     "train_params.lr",
+    "train_params.transform_params.sigma_affine",
+    "train_params.transform_params.sigma_tps",
+    "train_params.loss_weights.equivariance_shift",
+    "train_params.loss_weights.equivariance_affine",
+    "train_params.loss_weights.l1",
     "train_avd_params.lr",
     "train_avd_params.random_scale",
+    "train_avd_params.lambda_shift",
+    "train_avd_params.lambda_affine",
 )
+
+SCHEMA = {"model_params": MODEL_DEFAULTS, **SECTION_DEFAULTS}
 
 ConfigLike = Union[ml_collections.ConfigDict, Mapping]
 
@@ -169,22 +245,21 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
-def _fill_tree(section: dict, defaults: dict) -> None:
-    """Recursively add the keys of `defaults` missing from `section` (REQUIRED keys skipped)."""
-    for key, default in defaults.items():
-        if isinstance(default, dict):
-            if section.get(key) is None:
-                section[key] = {}
-            if isinstance(section[key], dict):
-                _fill_tree(section[key], default)
-        elif default is not REQUIRED and key not in section:
-            section[key] = copy.deepcopy(default)
-
-
-def _fill_flat(section: dict, defaults: dict) -> None:
-    """Add the top-level keys of `defaults` missing from `section`."""
-    for key, default in defaults.items():
-        section.setdefault(key, copy.deepcopy(default))
+def _fill(node: dict, schema: dict) -> None:
+    """Add the keys of `schema` missing from `node`, recursively (REQUIRED keys left missing)."""
+    for key, default in schema.items():
+        if isinstance(default, Group):
+            if key not in node:
+                node[key] = copy.deepcopy(default.absent)
+            elif default.given is not None and isinstance(node[key], dict):
+                _fill(node[key], default.given)
+        elif isinstance(default, dict):
+            if node.get(key) is None:
+                node[key] = {}
+            if isinstance(node[key], dict):
+                _fill(node[key], default)
+        elif default is not REQUIRED and key not in node:
+            node[key] = None if isinstance(default, Unset) else copy.deepcopy(default)
 
 
 def _coerce_floats(cfg: dict) -> None:
@@ -198,15 +273,49 @@ def _coerce_floats(cfg: dict) -> None:
             node[leaf] = float(node[leaf])
 
 
+def _lists_to_tuples(value: Any) -> Any:
+    """Lists -> tuples, recursively: config_flags overrides tuple fields, not list fields."""
+    if isinstance(value, dict):
+        return {k: _lists_to_tuples(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return tuple(_lists_to_tuples(v) for v in value)
+    return value
+
+
+def _typed_nones(node: dict, schema: dict) -> None:
+    """Replace a None of a declared field by a placeholder of the field's type (overridable)."""
+    for key, default in schema.items():
+        value = node.get(key)
+        if isinstance(default, Group):
+            default = default.given
+        if isinstance(default, dict):
+            if isinstance(value, dict):
+                _typed_nones(value, default)
+        elif key in node and value is None and default is not REQUIRED and default is not None:
+            node[key] = config_dict.placeholder(default.kind if isinstance(default, Unset) else type(default))
+
+
+def _present(node: Any, prefix: str = "") -> list[str]:
+    """Dotted names of every key of a nested mapping."""
+    if not isinstance(node, Mapping):
+        return []
+    names = []
+    for key, value in node.items():
+        names.append(prefix + str(key))
+        names.extend(_present(value, f"{prefix}{key}."))
+    return names
+
+
 # --------------------------------------------------------------------------- defaults
 
 
 def fill_defaults(cfg: ConfigLike) -> ml_collections.ConfigDict:
     """Return a new ConfigDict with every default merged in; `cfg` is not modified.
 
-    Missing sections are created; `model_params` is completed recursively with
-    MODEL_DEFAULTS, other sections one level deep with SECTION_DEFAULTS. Required
-    fields without a default are left missing for `validate_config` to report.
+    Missing sections are created and completed from SCHEMA. Required fields without a
+    default are left missing for `validate_config` to report. Lists are stored as tuples
+    and declared fields that are None as typed placeholders, so that every field can be
+    overridden from the command line (`--config.train_params.scales='(1, 0.5)'`).
     """
     plain = _to_plain(cfg)
     if not isinstance(plain, dict):
@@ -214,13 +323,20 @@ def fill_defaults(cfg: ConfigLike) -> ml_collections.ConfigDict:
     for name in SECTIONS:
         if plain.get(name) is None:
             plain[name] = {}
-    if isinstance(plain["model_params"], dict):
-        _fill_tree(plain["model_params"], MODEL_DEFAULTS)
-    for name, defaults in SECTION_DEFAULTS.items():
-        if isinstance(plain[name], dict):
-            _fill_flat(plain[name], defaults)
+    _fill(plain, SCHEMA)
     _coerce_floats(plain)
+    plain = _lists_to_tuples(plain)
+    _typed_nones(plain, SCHEMA)
     return ml_collections.ConfigDict(plain)
+
+
+def report_ignored(cfg: ConfigLike, source: str) -> None:
+    """One warning listing the fields of `cfg` that the original accepts and this library
+    ignores (IGNORED), if it holds any; `source` names where the config came from."""
+    present = [name for name in _present(_to_plain(cfg)) if name in IGNORED]
+    if present:
+        warnings.warn(f"{source}: fields of the original that this library ignores: {', '.join(present)}",
+                      stacklevel=2)
 
 
 # --------------------------------------------------------------------------- validation
@@ -230,21 +346,28 @@ def _fail(field: str, message: str) -> None:
     raise ConfigError(f"{field}: {message}")
 
 
-def _check_keys(node: Any, schema: dict, prefix: str) -> None:
-    """Require a mapping holding every REQUIRED key of `schema` and no unknown keys."""
+def _check_keys(node: Any, schema: dict, prefix: str, required: bool) -> None:
+    """Require a mapping with no undeclared keys and, if `required`, every REQUIRED key.
+
+    Training sections (`required` False) need their REQUIRED keys only once they give one
+    of them: a config without training fields can still build, convert and animate.
+    """
     if not isinstance(node, Mapping):
         _fail(prefix, f"expected a mapping, got {type(node).__name__}")
-    unknown = sorted(set(node.keys()) - set(schema))
+    unknown = sorted(k for k in node if k not in schema and f"{prefix}.{k}" not in IGNORED)
     if unknown:
-        _fail(f"{prefix}.{unknown[0]}",
-              f"unknown field (the original's constructors accept: {', '.join(schema)})")
+        _fail(f"{prefix}.{unknown[0]}", f"unknown field (declared: {', '.join(schema)})")
+    needed = [k for k, d in schema.items() if d is REQUIRED]
+    required = required or any(node.get(k) is not None for k in needed)
     for key, default in schema.items():
         field = f"{prefix}.{key}"
+        if isinstance(default, Group):
+            default = default.given
         if key not in node or node[key] is None:
-            if default is REQUIRED or isinstance(default, dict):
+            if required and (default is REQUIRED or isinstance(default, dict)):
                 _fail(field, "required field is missing")
         elif isinstance(default, dict):
-            _check_keys(node[key], default, field)
+            _check_keys(node[key], default, field, required)
 
 
 def _is_int(value: Any) -> bool:
@@ -288,7 +411,7 @@ def _validate_model(mp: Mapping) -> None:
     _check_int(mp["num_channels"], f"{p}.num_channels", 1)
     _check_bool(mp["estimate_affine"], f"{p}.estimate_affine")
     _check_bool(mp["revert_axis_swap"], f"{p}.revert_axis_swap")
-    _check_choice(mp.get("compute_dtype", "float32"), f"{p}.compute_dtype", COMPUTE_DTYPES)
+    _check_choice(mp["compute_dtype"], f"{p}.compute_dtype", COMPUTE_DTYPES)
 
     bg, bp = mp["bg_predictor_params"], f"{p}.bg_predictor_params"
     for key in ("block_expansion", "max_features", "num_blocks"):
@@ -301,8 +424,7 @@ def _validate_model(mp: Mapping) -> None:
     _check_int(rp["pad"], f"{rpp}.pad", 0)
     _check_positive(rp["temperature"], f"{rpp}.temperature")
     _check_scale(rp["scale_factor"], f"{rpp}.scale_factor")
-    for key in ("pca_based", "fast_svd"):
-        _check_bool(rp[key], f"{rpp}.{key}")
+    _check_bool(rp["pca_based"], f"{rpp}.pca_based")
 
     gen, gp = mp["generator_params"], f"{p}.generator_params"
     for key in ("block_expansion", "max_features"):
@@ -328,9 +450,11 @@ def _validate_model(mp: Mapping) -> None:
 def validate_config(cfg: ConfigLike) -> None:
     """Raise ConfigError, naming the field, if `cfg` is not a usable MRAA config.
 
-    Checks that model_params has every required field and no unknown one (the
-    original's constructors reject unknown keywords too), the types and ranges of the
-    architecture values, and the choices of bg_type and animate_params.mode.
+    Expects a filled config (`fill_defaults`). Checks that no section holds an undeclared
+    field (model_params: the original's constructors reject unknown keywords too; elsewhere
+    a misspelt field would be silently unused), that model_params has every required field
+    and a training section every required field once it gives one, the types and ranges of
+    the architecture values, and those of the fields the scripts read.
     """
     plain = _to_plain(cfg)
     if not isinstance(plain, dict):
@@ -339,12 +463,34 @@ def validate_config(cfg: ConfigLike) -> None:
         if not isinstance(plain.get(name), dict):
             _fail(name, "required section is missing" if plain.get(name) is None
                   else f"expected a mapping, got {type(plain[name]).__name__}")
-    _check_keys(plain["model_params"], MODEL_DEFAULTS, "model_params")
+    unknown = sorted(set(plain) - set(SECTIONS))
+    if unknown:
+        _fail(unknown[0], f"unknown section (declared: {', '.join(SECTIONS)})")
+    for name in SECTIONS:
+        _check_keys(plain[name], SCHEMA[name], name, required=name == "model_params")
     _validate_model(plain["model_params"])
-    if "mode" in plain["animate_params"]:
-        _check_choice(plain["animate_params"]["mode"], "animate_params.mode", ANIMATE_MODES)
-    for i, scale in enumerate(plain["train_params"].get("scales") or []):
+    _validate_sections(plain)
+
+
+def _validate_sections(cfg: Mapping) -> None:
+    """Types and ranges of the fields outside model_params that the code reads."""
+    dp, tp = cfg["dataset_params"], cfg["train_params"]
+    _check_bool(dp["id_sampling"], "dataset_params.id_sampling")
+    if dp["frame_shape"] is not None and (not isinstance(dp["frame_shape"], list) or len(dp["frame_shape"]) not in (2, 3)
+                                          or not all(_is_int(s) and s > 0 for s in dp["frame_shape"])):
+        _fail("dataset_params.frame_shape", f"expected null, [H, W] or [H, W, C] of positive ints, got {dp['frame_shape']!r}")
+    for key, value in dp["synthetic"].items():
+        _check_int(value, f"dataset_params.synthetic.{key}", 0 if key == "seed" else 1)
+    _check_bool(tp["use_sync_bn"], "train_params.use_sync_bn")
+    for i, scale in enumerate(tp["scales"]):
         _check_scale(scale, f"train_params.scales[{i}]")
+    for name in ("train_params", "train_avd_params"):
+        for key in ("num_repeats", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps"):
+            _check_int(cfg[name][key], f"{name}.{key}", 1)
+        _check_int(cfg[name]["skip_nonfinite_steps"], f"{name}.skip_nonfinite_steps", 0)
+    _check_choice(cfg["animate_params"]["mode"], "animate_params.mode", ANIMATE_MODES)
+    _check_int(cfg["animate_params"]["num_pairs"], "animate_params.num_pairs", 1)
+    _check_int(cfg["visualizer_params"]["kp_size"], "visualizer_params.kp_size", 1)
 
 
 # --------------------------------------------------------------------------- loading
@@ -373,11 +519,14 @@ def config_from_yaml(path: Union[str, os.PathLike]) -> ml_collections.ConfigDict
 
 
 def _config_of_file(path: Path, data: ConfigLike) -> ml_collections.ConfigDict:
-    """config_from_dict(data), its errors prefixed with the file they come from."""
+    """config_from_dict(data), its errors prefixed with the file they come from; its ignored
+    fields reported."""
     try:
-        return config_from_dict(data)
+        cfg = config_from_dict(data)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+    report_ignored(data, str(path))
+    return cfg
 
 
 def _config_from_py(path: Path) -> ml_collections.ConfigDict:

@@ -1,5 +1,6 @@
 """Tests of mraa_jax.config and the four published configs/*.py (fast, no JAX)."""
 import json
+import warnings
 
 import ml_collections
 import pytest
@@ -69,7 +70,7 @@ COMMON = {
     "train_params.scales": [1, 0.5, 0.25, 0.125],
     "train_params.transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5},
     "train_params.loss_weights": {"perceptual": [10] * 5, "equivariance_shift": 10,
-                                  "equivariance_affine": 10},
+                                  "equivariance_affine": 10, "l1": 0},
     "train_avd_params.num_epochs": 30,
     "train_avd_params.batch_size": 256,
     "train_avd_params.checkpoint_freq": 50,
@@ -112,11 +113,16 @@ SPECIFIC = {
 }
 
 
+def plain(value):
+    """ConfigDicts -> dicts, tuples (how the config stores lists) -> lists."""
+    return json.loads(json.dumps(value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value))
+
+
 def get(cfg, dotted):
     node = cfg
     for name in dotted.split("."):
         node = node[name]
-    return node.to_dict() if isinstance(node, ml_collections.ConfigDict) else node
+    return plain(node)
 
 
 def test_published_config_values(published):
@@ -236,10 +242,10 @@ def test_fixture_yaml_loads_with_defaults():
             if isinstance(value, dict):
                 check(node[key], value, f"{prefix}{key}.")
             else:
-                assert node[key] == value, prefix + key
+                assert plain(node[key]) == value, prefix + key
     check(cfg, raw, "")
     assert mp.num_regions == 5 and mp.region_predictor_params.scale_factor == 0.5
-    assert cfg.dataset_params.frame_shape == [64, 64, 3]
+    assert cfg.dataset_params.frame_shape == (64, 64, 3)
 
 
 @needs_tiny
@@ -288,7 +294,8 @@ def test_load_config_accepts_configdict_without_mutating_it():
     assert mp.num_channels == 3 and mp.estimate_affine is False and mp.revert_axis_swap is True
     assert mp.bg_predictor_params.bg_type == "zero"
     rp = mp.region_predictor_params
-    assert (rp.scale_factor, rp.num_blocks, rp.pca_based, rp.pad, rp.fast_svd) == (1.0, 3, False, 3, False)
+    assert (rp.scale_factor, rp.num_blocks, rp.pca_based, rp.pad) == (1.0, 3, False, 3)
+    assert "fast_svd" not in rp  # ignored by this library: not filled in
     assert mp.generator_params.skips is False
     fl = mp.generator_params.pixelwise_flow_predictor_params
     assert (fl.scale_factor, fl.region_var, fl.use_covar_heatmap, fl.use_deformed_source,
@@ -379,3 +386,104 @@ def test_py_config_without_get_config(tmp_path):
     path.write_text("X = 1\n")
     with pytest.raises(ValueError, match="get_config"):
         load_config(path)
+
+
+# ------------------------------------------------------------------ the schema
+
+
+def test_ignored_fields_reported_once_at_load():
+    """One warning per loaded file, listing every ignored field the file holds."""
+    from mraa_jax.config import IGNORED
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_config(config_path("vox256"))
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert message.startswith(f"{config_path('vox256')}: fields of the original that this library ignores: ")
+    assert sorted(message.split(": ")[-1].split(", ")) == sorted(IGNORED)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_config(config_path("shapes"))  # holds none of them
+    assert caught == []
+
+
+def test_ignored_fields_are_kept_not_filled():
+    cfg = load_config(config_path("vox256"))
+    assert cfg.train_params.dataloader_workers == 6 and cfg.visualizer_params.colormap == "gist_rainbow"
+    shapes = load_config(config_path("shapes"))
+    assert "dataloader_workers" not in shapes.train_params and "colormap" not in shapes.visualizer_params
+
+
+def test_every_section_rejects_undeclared_fields():
+    d = _vox_dict()
+    d["train_params"]["checkpoint_every_step"] = 10  # misspelt
+    with pytest.raises(ConfigError, match=r"^train_params\.checkpoint_every_step: unknown field"):
+        load_config(d)
+    d = _vox_dict()
+    d["animate_params"]["typo"] = 1
+    with pytest.raises(ConfigError, match=r"^animate_params\.typo: unknown field"):
+        load_config(d)
+
+
+def test_training_section_needs_its_required_fields_once_it_gives_one():
+    d = _vox_dict()
+    del d["train_avd_params"]["lr"]
+    with pytest.raises(ConfigError, match=r"^train_avd_params\.lr: required field is missing"):
+        load_config(d)
+    d = _vox_dict()
+    d["train_avd_params"] = {}  # no AVD training fields at all: the config still loads
+    assert load_config(d).train_avd_params.random_scale == 0.25
+
+
+def test_partial_groups_turn_missing_terms_off():
+    """The original's behaviour: a loss weight or TPS parameter left out is off."""
+    d = _vox_dict()
+    d["train_params"]["loss_weights"] = {"equivariance_shift": 10}
+    d["train_params"]["transform_params"] = {"sigma_affine": 0.05}
+    tp = load_config(d).train_params
+    assert plain(tp.loss_weights) == {"perceptual": [], "equivariance_shift": 10, "equivariance_affine": 0, "l1": 0}
+    assert tp.transform_params.sigma_tps is None and tp.transform_params.points_tps is None
+
+
+def test_synthetic_defaults_are_the_builders():
+    from mraa_jax.config import SECTION_DEFAULTS
+    from mraa_jax.data import synthetic
+
+    ours = dict(SECTION_DEFAULTS["dataset_params"]["synthetic"])
+    ours["num_frames"] = ours.pop("frames")
+    assert ours == synthetic.DEFAULTS
+
+
+def test_published_rejects_a_misspelt_difference():
+    from mraa_jax.published import published
+
+    with pytest.raises(KeyError, match="train_params.batchsize"):
+        published({"train_params.batchsize": 4})
+
+
+def test_command_line_overrides_lists_and_unset_fields():
+    """config_flags overrides list fields (stored as tuples) and fields that are null."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    argv = ["prog", f"--config={config_path('vox256')}",
+            "--config.train_params.scales=(1, 0.5)",
+            "--config.train_params.loss_weights.perceptual=[1, 2, 3, 4, 5]",
+            "--config.train_params.epoch_milestones=7",
+            "--config.dataset_params.frame_shape=(128, 128, 3)",  # null in vox256
+            "--config.dataset_params.pairs_list=pairs.csv",
+            "--config.train_params.vgg19_weights=vgg19.pth",
+            "--config.train_params.loss_weights.equivariance_shift=2.5"]
+    flag_values = flags.FlagValues()
+    holder = config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=False,
+                                             sys_argv=argv)  # as launch_train.py defines it
+    flag_values(argv)
+    cfg = load_config(holder.value)
+    tp = cfg.train_params
+    assert tp.scales == (1, 0.5) and tp.loss_weights.perceptual == (1, 2, 3, 4, 5) and tp.epoch_milestones == (7,)
+    assert cfg.dataset_params.frame_shape == (128, 128, 3) and cfg.dataset_params.pairs_list == "pairs.csv"
+    assert tp.vgg19_weights == "vgg19.pth" and tp.loss_weights.equivariance_shift == 2.5
+    with pytest.raises(ConfigError, match=r"train_params\.scales\[0\]"):
+        cfg.train_params.scales = [2]
+        validate_config(cfg)
