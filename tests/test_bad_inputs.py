@@ -114,8 +114,10 @@ def inputs(tmp_path_factory) -> Path:
 # -- launch_eval.py, in this process (the same main() as the command line) --------------------
 
 
-def run_cli(args: list[str], cwd: Path, capsys) -> tuple[int, list[str]]:
-    """(exit status, stderr lines) of launch_eval.py's main() with `args`."""
+def run_cli(args: list[str], cwd: Path, capsys, stdin: bytes = b"") -> tuple[int, list[str]]:
+    """(exit status, stderr lines) of launch_eval.py's main() with `args` and `stdin` on standard input."""
+    import io
+
     from absl import flags
 
     import launch_eval
@@ -125,6 +127,7 @@ def run_cli(args: list[str], cwd: Path, capsys) -> tuple[int, list[str]]:
     capsys.readouterr()
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(cwd)
+        patch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
         try:
             launch_eval.main(["launch_eval.py"])
             status = 0
@@ -164,11 +167,19 @@ CLI_ERRORS = [
     ("damaged model directory", demo(checkpoint="damaged"), "damaged/variables: not a readable checkpoint"),
     ("output folder that cannot be written", demo(result_video="blocker/result.mp4"), "output blocker/result.mp4: cannot write to blocker"),
     ("avd mode without an AVD network", demo(checkpoint="stage_one", animation_mode="avd"), "stage_one: the checkpoint has no AVD network"),
+    ("stdin (-) without --driving_size", demo(driving_video="-"), "--driving_video -: raw rgb24 frames on standard input need --driving_size WxH"),
+    ("malformed --driving_size", demo(driving_video="-", driving_size="64by48"), "--driving_size: expected WIDTHxHEIGHT in pixels (e.g. 640x480), got '64by48'"),
+    ("short last frame on stdin", demo(driving_video="-", driving_size="64x48"), "standard input: the last frame has 100 bytes, expected 9216 (64x48 rgb24"),
+    ("nothing on stdin", demo(driving_video="-", driving_size="64x48"), "driving stream: no frames"),
     ("reconstruction: missing dataset root", ["--mode", "reconstruction", "--checkpoint", "model", "--config", "nowhere_root.py",
                                               "--out_dir", "out"], "dataset root nowhere (config dataset_params.root_dir): no such folder"),
     ("reconstruction: output folder that cannot be written", ["--mode", "reconstruction", "--checkpoint", "model", "--out_dir", "blocker/eval"],
      "--out_dir: cannot write to blocker/eval"),
 ]
+
+
+# Standard input of the cases that read it (the others get an empty one).
+STDIN = {"short last frame on stdin": bytes(100)}
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +196,7 @@ def _leftovers(folder: Path) -> list[str]:
 
 @pytest.mark.parametrize("case, args, message", CLI_ERRORS, ids=[c[0] for c in CLI_ERRORS])
 def test_cli_refuses(case, args, message, inputs, nowhere_root_config, capsys):
-    status, lines = run_cli(args, inputs, capsys)
+    status, lines = run_cli(args, inputs, capsys, STDIN.get(case, b""))
     assert status == 1, (case, lines)
     assert len(lines) == 1 and lines[0].startswith("launch_eval.py: error: "), (case, lines)
     assert message in lines[0], (case, lines[0])
