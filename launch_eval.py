@@ -77,7 +77,7 @@ _DTYPE = flags.DEFINE_enum("compute_dtype", None, ["float32", "bfloat16"],
 
 
 def _load_config():
-    from mraa_jax.config import fill_defaults, load_config, validate_config
+    from mraa_jax.config import load_config
     from mraa_jax.errors import InputError
 
     if _CONFIG.value is None:
@@ -85,9 +85,7 @@ def _load_config():
     path = Path(_CONFIG.value)
     if not path.is_file():
         raise InputError(f"config {path}: no such file")
-    config = fill_defaults(load_config(path))  # a ConfigError names the file and the field
-    validate_config(config)
-    return config
+    return load_config(path)  # a ConfigError names the file and the field
 
 
 def run() -> dict:
@@ -130,7 +128,7 @@ def run() -> dict:
         model = model.with_compute_dtype(_DTYPE.value)
     config = model.config
     if not demo_mode and mode == "animate":
-        animation_mode = _ANIMATION_MODE.value or config.get("animate_params", {}).get("mode", "relative")
+        animation_mode = _ANIMATION_MODE.value or config.animate_params.mode
     if (demo_mode or mode == "animate") and animation_mode == "avd":
         model.check_mode(animation_mode)
         evaluation.check_variables(model, ("avd_network",))
@@ -157,11 +155,10 @@ def run() -> dict:
         print(json.dumps({"metrics": str(out_dir / "reconstruction" / "metrics.json"), **result["overall"],
                           "videos": result["num_videos"], "frames": result["num_frames"]}))
         return result
-    ap = config.get("animate_params", {})
-    csv = _PAIRS_CSV.value or config.dataset_params.get("pairs_list")
+    csv = _PAIRS_CSV.value or config.dataset_params.pairs_list
     if csv is not None and not Path(csv).is_file():
         raise InputError(f"pairs CSV {csv}: no such file")
-    num_pairs = _NUM_PAIRS.value if _NUM_PAIRS.value is not None else int(ap.get("num_pairs", 50))
+    num_pairs = _NUM_PAIRS.value if _NUM_PAIRS.value is not None else config.animate_params.num_pairs
     pairs = data.animation_pairs(summary.dataset_dir, csv=csv, num_pairs=num_pairs, seed=_SEED.value)
     records = evaluation.animate_pairs(model, pairs, out_dir / "animation", animation_mode, _CHUNK.value, _FPS.value,
                                        _FIND_BEST.value, progress=progress)

@@ -6,7 +6,8 @@
     python launch_train.py --config configs/vox256.py --workdir runs/ft --init_from converted/vox256   # fine-tune
     python launch_train.py --config configs/vox256.py --workdir runs/ft --init_from vox.pth           # or from the original's file
 
-Config fields are overridable: --config.train_params.batch_size=8. A workdir that
+Config fields are overridable: --config.train_params.batch_size=8, lists as tuples:
+--config.train_params.scales='(1, 0.5)'. A workdir that
 holds checkpoints resumes from the latest one. The dataset (config
 dataset_params.root_dir: a video root in the original's layout, or `synthetic`
 for the built-in figures) is built once into --data_dir. Several hosts: set
@@ -26,7 +27,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from mraa_jax import data
-from mraa_jax.config import fill_defaults, validate_config
+from mraa_jax.config import load_config, report_ignored
 from mraa_jax.evaluation.runs import prepare_dataset
 from mraa_jax.process_tuning import tune_process
 from mraa_jax.main_job import format_summary, run_main_job
@@ -50,8 +51,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     if _DISTRIBUTED.value or os.environ.get("JAX_COORDINATOR_ADDRESS"):
         jax.distributed.initialize()
-    config = fill_defaults(_CONFIG.value)
-    validate_config(config)
+    config = load_config(_CONFIG.value)  # the overridden config, filled and checked again
+    report_ignored(config, _CONFIG.config_filename)
     if _MODE.value == "all":
         result = run_main_job(config, _WORKDIR.value, _DATA_DIR.value, seed=_SEED.value, max_steps=_MAX_STEPS.value, avd_max_steps=_AVD_MAX_STEPS.value)
         if jax.process_index() == 0:
@@ -66,8 +67,8 @@ def main(argv):
         params.batch_size,
         seed=_SEED.value,
         num_repeats=params.num_repeats,
-        id_sampling=bool(dp.get("id_sampling", False)),
-        augmentation=dp.get("augmentation_params", True),
+        id_sampling=dp.id_sampling,
+        augmentation=dp.augmentation_params,
     )
     common = dict(steps_in_epoch=pipeline.steps_per_epoch, max_steps=_MAX_STEPS.value, seed=_SEED.value)
     if _MODE.value == "train":

@@ -30,7 +30,7 @@ HELDOUT_RECORDS = 12  # about this many tracker records over the reconstruction 
 def _pipeline(summary, params, dataset_params, seed: int):
     return data.training_pairs(
         data.open_split(summary.dataset_dir, "train"), params.batch_size, seed=seed, num_repeats=params.num_repeats,
-        id_sampling=bool(dataset_params.get("id_sampling", False)), augmentation=dataset_params.get("augmentation_params", True),
+        id_sampling=dataset_params.id_sampling, augmentation=dataset_params.augmentation_params,
     )
 
 
@@ -40,13 +40,10 @@ def _test_videos(summary) -> list[dict]:
 
 def _synthetic_test_clips(config, count: int) -> list:
     """The synthetic dataset's first `count` test clips, re-rendered with their part labels."""
-    from mraa_jax.data import figures, synthetic
+    from mraa_jax.data import figures
 
-    given = dict(config.dataset_params.get("synthetic", {}))  # build_synthetic_dataset's arguments
-    seed = given.get("seed", synthetic.DEFAULTS["seed"])
-    frames = given.get("frames", synthetic.DEFAULTS["num_frames"])
-    size = given.get("size", synthetic.DEFAULTS["size"])
-    return [figures.make_clip(seed, "test", i, frames, size) for i in range(count)]
+    synthetic = config.dataset_params.synthetic  # build_synthetic_dataset's arguments
+    return [figures.make_clip(synthetic.seed, "test", i, synthetic.frames, synthetic.size) for i in range(count)]
 
 
 def plot_curves(records: list[dict], path) -> Path:
@@ -117,7 +114,7 @@ def run_main_job(config, workdir, data_dir: str, *, seed: int = 0, max_steps: Op
     times["evaluation_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    mode = config.animate_params.get("mode", "relative")
+    mode = config.animate_params.mode
     pair = runs.animate_pairs(model, [{"source_video": test[0]["video"], "driving_video": test[1]["video"],
                                        "source_name": test[0]["name"], "driving_name": test[1]["name"]}],
                               workdir / "animation", mode, chunk_size=32)[0]

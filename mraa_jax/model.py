@@ -52,7 +52,7 @@ def build_networks(model_params: ml_collections.ConfigDict, bn_axis_name: Option
     averaged (synchronised BatchNorm), or None.
     """
     mp = model_params
-    compute_dtype = mp.get("compute_dtype", "float32")
+    compute_dtype = mp.compute_dtype
     if compute_dtype not in COMPUTE_DTYPES:
         raise InputError(f"model_params.compute_dtype: expected one of {', '.join(COMPUTE_DTYPES)}, got {compute_dtype!r}")
     dtype = jnp.dtype(compute_dtype)
@@ -108,7 +108,7 @@ def build_networks(model_params: ml_collections.ConfigDict, bn_axis_name: Option
 
 def config_frame_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
     """(H, W, C) frames of the config; 256x256 where the config leaves frames unresized (null)."""
-    shape = config.dataset_params.get("frame_shape")
+    shape = config.dataset_params.frame_shape
     return tuple(shape) if shape else (256, 256, config.model_params.num_channels)
 
 

@@ -16,6 +16,8 @@ from typing import Mapping
 import numpy as np
 
 _GREY = np.array([0.299, 0.587, 0.114], np.float32)
+# The original's augmentation groups that are implemented, and their parameters.
+_GROUPS = {"flip_param": ("horizontal_flip", "time_flip"), "jitter_param": ("brightness", "contrast", "saturation", "hue")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,24 +39,26 @@ class Augmentation:
     def from_params(cls, params: Mapping | None) -> "Augmentation":
         """From the original's `dataset_params.augmentation_params` (flip_param, jitter_param).
 
-        Missing groups are off. The original's optional resize/rotation/crop groups are not
-        implemented and are refused rather than silently ignored.
+        A missing group or parameter is off, as with the original's classes (their defaults:
+        no flip, jitter 0), so that the values of `off()` fill in for it. The original's
+        optional resize/rotation/crop groups are not implemented and are refused rather than
+        silently ignored.
         """
         if not params:
             return cls.off()
         params = dict(params)
-        unknown = set(params) - {"flip_param", "jitter_param"}
+        unknown = set(params) - set(_GROUPS)
         if unknown:
             raise NotImplementedError(f"augmentation groups {sorted(unknown)} are not implemented "
                                       "(only flip_param and jitter_param, the ones the published configs use)")
-        flip = dict(params.get("flip_param") or {})
-        jitter = dict(params.get("jitter_param") or {})
-        bad = (set(flip) - {"horizontal_flip", "time_flip"}) | (set(jitter) - {"brightness", "contrast", "saturation", "hue"})
-        if bad:
-            raise ValueError(f"unknown augmentation parameters {sorted(bad)}")
-        return cls(bool(flip.get("horizontal_flip", False)), bool(flip.get("time_flip", False)),
-                   float(jitter.get("brightness", 0.0)), float(jitter.get("contrast", 0.0)),
-                   float(jitter.get("saturation", 0.0)), float(jitter.get("hue", 0.0)))
+        given = {}
+        for group, values in params.items():
+            bad = set(values or {}) - set(_GROUPS[group])
+            if bad:
+                raise ValueError(f"unknown augmentation parameters {sorted(bad)}")
+            given.update(values or {})
+        off = dataclasses.asdict(cls.off())
+        return cls(**{name: type(value)(given[name]) if name in given else value for name, value in off.items()})
 
     @property
     def active(self) -> bool:

@@ -79,7 +79,9 @@ def prepare_dataset(config, data_dir: str):
     dp = config.dataset_params
     data_dir = str(Path(data_dir).expanduser())
     if dp.root_dir == "synthetic":
-        return data.build_synthetic_dataset(data_dir, **dict(dp.get("synthetic", {})))
+        return data.build_synthetic_dataset(data_dir, **dp.synthetic.to_dict())
+    if dp.root_dir is None:
+        raise InputError("config dataset_params.root_dir is not set: name a video root in the original's layout, or 'synthetic'")
     if not Path(dp.root_dir).exists():
         raise InputError(f"dataset root {dp.root_dir} (config dataset_params.root_dir): no such folder")
     return data.build_video_dataset(dp.root_dir, data_dir, frame_shape=dp.frame_shape)

@@ -6,9 +6,12 @@ from typing import Callable, Optional
 import jax
 
 from mraa_jax import losses
+from mraa_jax.config import SECTION_DEFAULTS
 from mraa_jax.model import Networks
 
 RECONSTRUCTION_NETWORKS = ("region_predictor", "bg_predictor", "generator")
+# The weights of terms that a partial loss_weights leaves out: off (the config schema's).
+WEIGHTS_OFF = SECTION_DEFAULTS["train_params"]["loss_weights"].given
 
 
 def reconstruction_losses(
@@ -27,7 +30,7 @@ def reconstruction_losses(
     params/batch_stats: {network: tree} for region_predictor, bg_predictor, generator.
     The region predictor runs on source, driving, then the transformed frame: its
     BatchNorm statistics move three times, as in the original. Loss terms with
-    weight 0 are skipped; `l1` (mean |prediction - driving| summed over the pyramid
+    weight 0, or left out of `loss_weights`, are skipped; `l1` (mean |prediction - driving| summed over the pyramid
     of `scales`) is added when loss_weights has a non-zero 'l1' (the perceptual
     loss's stand-in without VGG).
     """
@@ -45,22 +48,22 @@ def reconstruction_losses(
     prediction = generated["prediction"]
 
     named = {}
-    perceptual_weights = list(loss_weights.get("perceptual", ()))
-    if any(perceptual_weights):
-        named["perceptual"] = losses.perceptual_loss(vgg_fn, prediction, driving, scales, perceptual_weights)
-    if loss_weights.get("l1", 0):
-        named["l1"] = loss_weights["l1"] * losses.pyramid_l1(prediction, driving, scales)
+    weights = {**WEIGHTS_OFF, **loss_weights}
+    if any(weights["perceptual"]):
+        named["perceptual"] = losses.perceptual_loss(vgg_fn, prediction, driving, scales, list(weights["perceptual"]))
+    if weights["l1"]:
+        named["l1"] = weights["l1"] * losses.pyramid_l1(prediction, driving, scales)
     generated = dict(generated, source_params=source_params, driving_params=driving_params, bg_params=bg)
-    if transform is not None and (loss_weights.get("equivariance_shift", 0) or loss_weights.get("equivariance_affine", 0)):
+    if transform is not None and (weights["equivariance_shift"] or weights["equivariance_affine"]):
         transformed_frame = transform.transform_frame(driving)
         transformed_params, rp_stats = run("region_predictor", transformed_frame, stats=rp_stats)
         shift_loss, affine_loss = losses.equivariance_losses(
             transform, driving_params, transformed_params, networks.generator.revert_axis_swap
         )
-        if loss_weights.get("equivariance_shift", 0):
-            named["equivariance_shift"] = loss_weights["equivariance_shift"] * shift_loss
-        if loss_weights.get("equivariance_affine", 0):
-            named["equivariance_affine"] = loss_weights["equivariance_affine"] * affine_loss
+        if weights["equivariance_shift"]:
+            named["equivariance_shift"] = weights["equivariance_shift"] * shift_loss
+        if weights["equivariance_affine"]:
+            named["equivariance_affine"] = weights["equivariance_affine"] * affine_loss
         generated.update(transformed_frame=transformed_frame, transformed_params=transformed_params)
     total = sum(named.values())
     new_stats = {"region_predictor": rp_stats, "bg_predictor": bg_stats, "generator": gen_stats}

@@ -84,7 +84,7 @@ def reconstruction_step(
     global_batch = local_batch * jax.lax.psum(1, AXIS)
     rng, key = jax.random.split(state.rng)
     tp = train_params["transform_params"]
-    transform = EquivarianceTransform.random(key, global_batch, tp["sigma_affine"], tp.get("sigma_tps"), tp.get("points_tps"))
+    transform = EquivarianceTransform.random(key, global_batch, tp["sigma_affine"], tp["sigma_tps"], tp["points_tps"])
     transform = _slice_for_device(transform, local_batch)
 
     def loss_fn(params):

@@ -42,9 +42,9 @@ class TrainingDiverged(RuntimeError):
 
 def perceptual_weights(train_params) -> dict:
     """VGG-19 params for the perceptual loss ({} when its weights are all 0); refuses to start without them."""
-    if not any(train_params.loss_weights.get("perceptual", ())):
+    if not any(train_params.loss_weights.perceptual):
         return {}
-    path = train_params.get("vgg19_weights")
+    path = train_params.vgg19_weights
     if not path:
         raise ValueError(f"train_params.loss_weights.perceptual is non-zero but train_params.vgg19_weights is not set; it should name {WHERE_TO_GET}")
     return load_vgg19_params(path)
@@ -195,7 +195,7 @@ def _resume(workdir: Path, stage: str, params, state, mesh, data: Iterator):
     """(checkpoints, state, progress) of a stage: its checkpoint manager and, when it holds a
     checkpoint, the latest state and progress (the data iterator moved to its position);
     else the given state and None."""
-    checkpoints = Checkpoints(workdir / "checkpoints" / stage, params.get("checkpoint_every_steps", 1000), params.get("keep_checkpoints", 3))
+    checkpoints = Checkpoints(workdir / "checkpoints" / stage, params.checkpoint_every_steps, params.keep_checkpoints)
     if checkpoints.latest_step() is None:
         return checkpoints, state, None
     restored, progress = checkpoints.restore(state)
@@ -253,7 +253,7 @@ def train_reconstruction(
     workdir = Path(workdir)
     vgg_params = perceptual_weights(tp)
     mesh = steps.make_mesh()
-    sync_bn = bool(tp.get("use_sync_bn", False))
+    sync_bn = tp.use_sync_bn
     networks = build_networks(config.model_params, bn_axis_name=steps.AXIS if sync_bn else None)
     optimizer = steps.adam(tp.lr, [m * steps_in_epoch for m in tp.epoch_milestones])
     variables, moments, meta = initial_variables(config, init_from, seed)
@@ -278,8 +278,8 @@ def train_reconstruction(
         max_steps=max_steps,
         progress=progress,
         hook=hook,
-        skip_nonfinite_steps=tp.get("skip_nonfinite_steps", 0),
-        log_every_steps=tp.get("log_every_steps", 100),
+        skip_nonfinite_steps=tp.skip_nonfinite_steps,
+        log_every_steps=tp.log_every_steps,
     )
     avd_is_random = not init_from or "avd_network" in meta.get("random_init", [])
     export_model(workdir / "model", config, state, {"avd_network": variables["avd_network"]}, {"random_init": ["avd_network"] if avd_is_random else []})
@@ -311,8 +311,8 @@ def train_avd(config, workdir, data: Iterator, *, steps_in_epoch: int, max_steps
         frozen_args=(steps.replicate(mesh, variables["region_predictor"]),),
         max_steps=max_steps,
         progress=progress,
-        skip_nonfinite_steps=ap.get("skip_nonfinite_steps", 0),
-        log_every_steps=ap.get("log_every_steps", 100),
+        skip_nonfinite_steps=ap.skip_nonfinite_steps,
+        log_every_steps=ap.log_every_steps,
     )
     trained = {n: variables[n] for n in NETWORKS if n != "avd_network"}
     export_model(workdir / "model", config, state, trained, {"random_init": []}, overwrite=True)
@@ -331,7 +331,7 @@ def export_model(path, config, state: steps.TrainState, other_networks: dict, me
 
 def make_reconstruction_picture(networks, config) -> Callable:
     """(state, batch) -> the visualiser's grid of an eval-mode forward on the batch's first rows."""
-    kp_size = int(config.get("visualizer_params", {}).get("kp_size", 2))
+    kp_size = config.visualizer_params.kp_size
     tp = config.train_params.transform_params
 
     @jax.jit
@@ -340,7 +340,7 @@ def make_reconstruction_picture(networks, config) -> Callable:
         driving_params = networks.region_predictor.apply(variables["region_predictor"], driving)
         bg = networks.bg_predictor.apply(variables["bg_predictor"], source, driving)
         out = networks.generator.apply(variables["generator"], source, driving_params, source_params, bg)
-        transform = EquivarianceTransform.random(jax.random.PRNGKey(0), driving.shape[0], tp.sigma_affine, tp.get("sigma_tps"), tp.get("points_tps"))
+        transform = EquivarianceTransform.random(jax.random.PRNGKey(0), driving.shape[0], tp.sigma_affine, tp.sigma_tps, tp.points_tps)
         return source_params, driving_params, out, transform.transform_frame(driving)
 
     def picture(state: steps.TrainState, batch: dict) -> np.ndarray:
