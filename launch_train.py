@@ -52,7 +52,7 @@ def main(argv):
     if _DISTRIBUTED.value or os.environ.get("JAX_COORDINATOR_ADDRESS"):
         jax.distributed.initialize()
     config = load_config(_CONFIG.value)  # the overridden config, filled and checked again
-    report_ignored(config, _CONFIG.config_filename)
+    report_ignored(config, flags.FLAGS["config"].config_filename)
     if _MODE.value == "all":
         result = run_main_job(config, _WORKDIR.value, _DATA_DIR.value, seed=_SEED.value, max_steps=_MAX_STEPS.value, avd_max_steps=_AVD_MAX_STEPS.value)
         if jax.process_index() == 0:
