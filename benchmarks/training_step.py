@@ -2,6 +2,7 @@
 
     python benchmarks/training_step.py --config configs/vox256.py --size 256 --batch 2 --out step.json
     python benchmarks/training_step.py --config configs/shapes.py --size 64 --batch 8 --dtype bfloat16
+    python benchmarks/training_step.py --config configs/shapes.py --size 64 --batch 8 --variants loop
 
 The step is `mraa_jax.training.steps.build_reconstruction_step`, built as the trainer builds it
 (jit of shard_map over all devices, the state donated), fed the same random batch every step (no
@@ -25,6 +26,19 @@ Like the launch scripts, the measured processes start with XLA:CPU's memory-mini
 and glibc's huge-page tunable (mraa_jax.process_tuning.tune_process; glibc_hugetlb says whether
 the tunable was on; MRAA_JAX_HUGE_PAGES=0 turns it off, and
 XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=true keeps XLA's default scheduler).
+
+The `loop` variant (not run by default) measures the trainer's whole loop against the bare step, in
+one subprocess, on the l1 loss: steps per second of
+  bare              the compiled step dispatched back to back on a batch already on the devices
+  loop              `trainer.run_stage` (the loop `train_reconstruction` runs: batch put on the
+                    devices, logs, TensorBoard, progress bar, NaN guard) fed one host batch over and
+                    over, fetching the losses every --log_every steps
+  fetch_every_step  the same loop fetching them every step (log_every_steps=1: the host waits for
+                    each step, as the loop did before fetching only at log points)
+each over the steps from --log_every to --loop_steps (both log points, where the loop waits for the
+device: the first checkpoint, orbax's at step 1, falls before them), in --repeats interleaved
+rounds; the median of each is reported, and each loop's overhead over the bare step in percent (the
+median over rounds of its time over the bare step's in the same round, which shared its moment's load).
 """
 from __future__ import annotations
 
@@ -39,7 +53,9 @@ import warnings
 from _measure import cpu_description, emit, peak_memory, run_isolated, table
 from mraa_jax.process_tuning import tune_process
 
-VARIANTS = ("l1", "perceptual")
+STEP_VARIANTS = ("l1", "perceptual")
+VARIANTS = (*STEP_VARIANTS, "loop")
+LOOP_COLUMNS = ["bare_steps_per_s", "loop_steps_per_s", "fetch_every_step_steps_per_s", "loop_overhead_pct", "fetch_every_step_overhead_pct"]
 
 
 def build_step(config_path: str, size: int, batch: int, dtype: str, variant: str):
@@ -121,6 +137,100 @@ def measure(args) -> dict:
     }
 
 
+class RepeatedBatch:
+    """One host batch over and over, with the position the trainer's loop saves and restores."""
+
+    def __init__(self, source, driving):
+        self.batch = {"source": source, "driving": driving}
+        self.position = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        self.position += 1
+        return self.batch
+
+    def get_state(self) -> dict:
+        return {"position": self.position}
+
+    def set_state(self, state: dict) -> None:
+        self.position = int(state["position"])
+
+
+def bare_seconds(step, state, inputs: tuple, count: int):
+    """(seconds, state) of `count` steps dispatched back to back, awaited once at the end."""
+    import jax
+
+    start = time.perf_counter()
+    for _ in range(count):
+        state, metrics = step(state, *inputs)
+    jax.block_until_ready((state, metrics))
+    return time.perf_counter() - start, state
+
+
+def loop_seconds(step, state, vgg, batch: tuple, total_steps: int, log_every: int, first_timed: int):
+    """(seconds, state) of the trainer's loop from step `first_timed` to `total_steps` (counted
+    from 0), logging every `log_every` steps into a temporary workdir; both ends are log points,
+    where the loop waits for the device."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from mraa_jax.training import steps
+    from mraa_jax.training.checkpoints import Checkpoints
+    from mraa_jax.training.trainer import run_stage
+
+    times = {}
+
+    def hook(state, step, metrics):
+        if step in (first_timed, total_steps):
+            times[step] = time.perf_counter()
+        return {}
+
+    mesh = steps.make_mesh()
+    state = state.replace(step=steps.replicate(mesh, np.int32(0)))
+    with tempfile.TemporaryDirectory() as workdir:
+        checkpoints = Checkpoints(Path(workdir) / "checkpoints", every_steps=10**9)  # orbax's first (step 1) and the final one
+        state = run_stage("reconstruction", step, state, RepeatedBatch(*batch), workdir=Path(workdir), checkpoints=checkpoints, mesh=mesh,
+                          num_epochs=1, steps_in_epoch=total_steps, frozen_args=(vgg,), max_steps=total_steps, hook=hook,
+                          log_every_steps=log_every)
+    return times[total_steps] - times[first_timed], state
+
+
+def measure_loop(args) -> dict:
+    """The loop variant in this process: steps/s of the bare step and of the trainer's loop,
+    fetching the losses every --log_every steps and every step, in interleaved rounds."""
+    import jax
+    import numpy as np
+
+    if args.loop_steps % args.log_every or args.loop_steps <= args.log_every:
+        raise SystemExit(f"--log_every {args.log_every} must divide --loop_steps {args.loop_steps} and be smaller")
+    step, (state, vgg, source, driving), _ = build_step(args.config, args.size, args.batch, args.dtype, "l1")
+    _, state = bare_seconds(step, state, (vgg, source, driving), args.warmup + 1)  # compiles the step
+    batch = (np.asarray(source), np.asarray(driving))  # on the host: the loop puts every batch on the devices itself
+    timed = args.loop_steps - args.log_every
+    seconds = {"bare": [], "loop": [], "fetch_every_step": []}
+    for _ in range(args.repeats):
+        elapsed, state = bare_seconds(step, state, (vgg, source, driving), timed)
+        seconds["bare"].append(elapsed)
+        for name, log_every in (("loop", args.log_every), ("fetch_every_step", 1)):
+            elapsed, state = loop_seconds(step, state, vgg, batch, args.loop_steps, log_every, args.log_every)
+            seconds[name].append(elapsed)
+    median = {name: statistics.median(s) for name, s in seconds.items()}
+    return {
+        **{f"{name}_steps_per_s": round(timed / s, 2) for name, s in median.items()},
+        # against the bare step of the same round: the rounds share the machine's load of their moment
+        **{f"{name}_overhead_pct": round(100 * (statistics.median(np.divide(seconds[name], seconds["bare"])) - 1), 1)
+           for name in ("loop", "fetch_every_step")},
+        "timed_steps": timed, "log_every_steps": args.log_every, "rounds": args.repeats,
+        "seconds": {name: [round(x, 3) for x in s] for name, s in seconds.items()},
+        **peak_memory(),
+        "device": str(jax.devices()[0]), "device_count": jax.device_count(), "jax": jax.__version__,
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/vox256.py")
@@ -129,22 +239,25 @@ def main():
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="model_params.compute_dtype")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(STEP_VARIANTS), help=f"any of {', '.join(VARIANTS)}")
+    parser.add_argument("--loop_steps", type=int, default=40, help="loop variant: steps per loop run")
+    parser.add_argument("--log_every", type=int, default=10, help="loop variant: log_every_steps (divides --loop_steps)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)  # internal: measure one variant here
     args = parser.parse_args()
 
     if args.variant:
-        print(json.dumps(measure(args)))
+        print(json.dumps(measure_loop(args) if args.variant == "loop" else measure(args)))
         return
     results = {}
     for variant in args.variants.split(","):
         if variant not in VARIANTS:
             parser.error(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
         forwarded = ["--config", args.config, "--size", str(args.size), "--batch", str(args.batch), "--warmup", str(args.warmup),
-                     "--repeats", str(args.repeats), "--dtype", args.dtype, "--variant", variant]
+                     "--repeats", str(args.repeats), "--dtype", args.dtype, "--loop_steps", str(args.loop_steps),
+                     "--log_every", str(args.log_every), "--variant", variant]
         results[variant] = run_isolated(__file__, forwarded)
-        print(f"{variant}: compiled in {results[variant]['compile_s']} s, {results[variant]['step_s']} s/step", flush=True)
+        print(f"{variant}: {summary_line(results[variant])}", flush=True)
     first = next(iter(results.values()))
     report = {
         "config": args.config, "size": args.size, "batch": args.batch, "compute_dtype": args.dtype,
@@ -154,7 +267,18 @@ def main():
         "device": first["device"], "device_count": first["device_count"], "cpus": os.cpu_count(),
         **cpu_description(), "jax": first["jax"],
     }
-    emit(report, table(results, ["compile_s", "step_s", "examples_per_s", "peak_rss_mib", "device_peak_mib", "step_peak_mib"]), args.out)
+    step_rows = {name: r for name, r in results.items() if name != "loop"}
+    tables = [table(step_rows, ["compile_s", "step_s", "examples_per_s", "peak_rss_mib", "device_peak_mib", "step_peak_mib"])] if step_rows else []
+    if "loop" in results:
+        tables.append(table({"loop": results["loop"]}, LOOP_COLUMNS))
+    emit(report, "\n\n".join(tables), args.out)
+
+
+def summary_line(result: dict) -> str:
+    """One line of a variant's result, printed as it comes in."""
+    if "step_s" in result:
+        return f"compiled in {result['compile_s']} s, {result['step_s']} s/step"
+    return ", ".join(f"{k} {result[k]}" for k in LOOP_COLUMNS)
 
 
 if __name__ == "__main__":
