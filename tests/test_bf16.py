@@ -43,6 +43,7 @@ def test_config_compute_dtype(fixture_dir):
         build_networks(config.model_params)
 
 
+@pytest.mark.slow
 def test_bf16_animation_close_to_float32(fixture_model, fixture_inputs):
     source, clip = nhwc(fixture_inputs["source"])[0], nhwc(fixture_inputs["clip"])
     bf16 = fixture_model.with_compute_dtype("bfloat16")
@@ -59,6 +60,7 @@ def test_bf16_animation_close_to_float32(fixture_model, fixture_inputs):
     assert shift_diff < SHIFT_BOUND, shift_diff
 
 
+@pytest.mark.slow
 def test_bf16_training_losses_and_gradients(fixture_model, fixture_inputs, fixture_train):
     """One train-mode forward and backward in bfloat16 against the original's float32 losses
     (which float32 matches within 1e-4, see test_training_parity)."""

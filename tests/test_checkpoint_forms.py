@@ -80,6 +80,7 @@ def _adam_state(opt_state) -> optax.ScaleByAdamState:
 CASES = [(form, "zip") for form in FORMS] + [("as published", "legacy"), ("saved on CUDA", "legacy")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form, file_format", CASES, ids=[f"{f}-{t}" for f, t in CASES])
 def test_checkpoint_form_loads_and_animates(form, file_format, raw, config, clip, fixture_outputs, fixture_model, tmp_path):
     path = save(FORMS[form](raw), tmp_path / "model.pth", form, file_format)
@@ -127,6 +128,7 @@ def test_partial_adam_state_maps_by_param_groups(raw, config, tmp_path):
     assert adam["step"] == 1
 
 
+@pytest.mark.slow
 def test_converted_partial_checkpoint_reproduces_the_fixture(raw, tmp_path, fixture_inputs, fixture_outputs):
     """The converter on the fixture with Adam state for a subset of parameters: the model directory
     it writes computes the original's outputs (outputs.npz) within 1e-4, and keeps the moments."""
@@ -155,6 +157,7 @@ def _fine_tune_config():
     return config
 
 
+@pytest.mark.slow
 def test_fine_tune_from_a_partial_adam_checkpoint(raw, tmp_path):
     """launch_train.py --init_from file.pth: the converted moments (count 1 -> 2) and the epoch carry over."""
     from mraa_jax.training.trainer import train_reconstruction
@@ -179,6 +182,7 @@ def training_step():
     return config, optimizer, mesh, step
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["as published", "first stage only", "DataParallel names", "saved on CUDA", "no optimizer"])
 def test_fine_tune_one_step_from_each_form(form, raw, tmp_path, training_step):
     """The trainer's initial state from each form (train_reconstruction's first lines), then one step:

@@ -57,6 +57,7 @@ def _read(path):
     return iio.imread(path), iio.immeta(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["relative", "standard", "avd", "reconstruction"])
 def test_batched_equals_frame_by_frame(model, clip, mode):
     from mraa_jax import evaluation
@@ -156,6 +157,7 @@ def _run(args, cwd):
     return subprocess.run(LAUNCH + args, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_demo(model_dir, tmp_path):
     _write_demo_inputs(tmp_path)
     args = ["--mode", "demo", "--checkpoint", str(model_dir), "--source_image", "source.png", "--driving_video", "driving.mp4",
@@ -169,6 +171,7 @@ def test_cli_demo(model_dir, tmp_path):
     assert vis.shape[0] == 5 and vis.shape[1] == 32
 
 
+@pytest.mark.slow
 def test_cli_reconstruction(model_dir, dataset_dir, tmp_path):
     data_dir = str(dataset_dir).split("/mraa_synthetic/")[0]  # the dataset the fixture built is reused
     args = ["--mode", "reconstruction", "--checkpoint", str(model_dir), "--config", str(TINY_CONFIG), "--data_dir", data_dir,
@@ -193,6 +196,7 @@ def test_mismatched_checkpoint_and_config(model_dir, tmp_path):
         load_model(model_dir, load_config(tmp_path / "ten.py"))
 
 
+@pytest.mark.slow
 def test_notebook_executes(model_dir, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
@@ -223,6 +227,7 @@ def test_original_checkpoint_with_config(tmp_path):
         load_model(FIXTURE / "checkpoint.pth")
 
 
+@pytest.mark.slow
 def test_animate_pairs_from_csv(model, dataset_dir, tmp_path):
     from mraa_jax import data, evaluation
 

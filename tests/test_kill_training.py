@@ -4,9 +4,11 @@ parameters equal an uninterrupted run's. Every resume is a fresh process restori
 checkpoint. The long version: python tests/kill_training.py --kills 12 --during_save 4 --max_steps 12"""
 from __future__ import annotations
 
+import pytest
 from kill_training import run
 
 
+@pytest.mark.slow
 def test_training_resumes_after_kill_9(tmp_path, fixture_dir):
     result = run(tmp_path, kills=2, during_save=1, max_steps=6, seed=0)
     assert result["kills"] >= 2 and result["kills_during_save"] >= 1

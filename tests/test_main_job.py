@@ -1,4 +1,5 @@
 """The main job (`launch_train.py --mode all`) end to end on a tiny synthetic config: every output exists and reads."""
+import pytest
 import json
 import struct
 import subprocess
@@ -25,6 +26,7 @@ def tfrecord_payloads(path: Path) -> list[bytes]:
     return payloads
 
 
+@pytest.mark.slow
 def test_main_job_writes_every_output(tmp_path):
     run = tmp_path / "run"
     command = [

@@ -44,6 +44,7 @@ def by_devices(tmp_path_factory, fixture_dir):
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("devices", [2, 4])
 def test_same_parameters_on_more_devices_with_sync_bn(by_devices, devices):
     np.testing.assert_allclose(by_devices[devices], by_devices[1], rtol=0, atol=TOLERANCE)
@@ -60,6 +61,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(by_devices, tmp_path):
     port = str(free_port())
     out = tmp_path / "params.npy"

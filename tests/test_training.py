@@ -32,6 +32,7 @@ def test_a_rerun_at_the_last_step_trains_no_further(tmp_path):
     assert out is state and checkpoints.latest_step() == 3
 
 
+@pytest.mark.slow
 def test_nan_stops_training_and_keeps_the_last_checkpoint(tmp_path, fixture_dir):
     config = tiny_training_config()
     videos = tiny_videos()
@@ -53,6 +54,7 @@ def test_nan_stops_training_and_keeps_the_last_checkpoint(tmp_path, fixture_dir)
     assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(state.params))
 
 
+@pytest.mark.slow
 def test_nonfinite_steps_are_skipped_up_to_the_limit(tmp_path, fixture_dir):
     """skip_nonfinite_steps=1: a lone NaN batch is skipped (state unchanged), two in a row stop training."""
     config = tiny_training_config()
@@ -164,6 +166,7 @@ def test_perceptual_loss_needs_vgg_weights(tmp_path, fixture_dir):
         train_reconstruction(config, tmp_path, ArrayPairs(tiny_videos(), 4), steps_in_epoch=4)
 
 
+@pytest.mark.slow
 def test_replicated_state_is_donated_from_the_first_step():
     """replicate copies into buffers JAX owns: on CPU an array made from host memory may keep
     using it (a view of the caller's jax array, or an aligned numpy array: about 1 in 4 small
@@ -187,6 +190,7 @@ def tiny_model(fixture_dir):
     return config, MRAA.random(config)
 
 
+@pytest.mark.slow
 def test_short_training_lowers_reconstruction_l1(tiny_model):
     """40 steps on one fixed batch: the L1 falls below 0.8 of its first value."""
     config, model = tiny_model
@@ -202,6 +206,7 @@ def test_short_training_lowers_reconstruction_l1(tiny_model):
     assert np.mean(l1[-5:]) < 0.8 * l1[0], l1
 
 
+@pytest.mark.slow
 def test_avd_stage_lowers_its_loss(tiny_model):
     """30 AVD steps on one batch: the loss falls below 0.7 of its first value."""
     config, model = tiny_model
@@ -220,6 +225,7 @@ def test_avd_stage_lowers_its_loss(tiny_model):
     assert np.mean(losses[-5:]) < 0.7 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_fine_tuning_a_converted_original_carries_adam_moments_and_epoch(tmp_path, converted_dir):
     """The converted fixture (epoch 99, Adam after one step) resumes at epoch 100 with Adam's count 1 -> 2."""
     import optax

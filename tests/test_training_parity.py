@@ -46,6 +46,7 @@ def forward_and_grads(fixture_model, fixture_inputs, fixture_train):
     return params, total, named, new_stats, generated, grads
 
 
+@pytest.mark.slow
 def test_transform_matches_the_original(fixture_inputs, fixture_train, forward_and_grads):
     transform = fixture_transform(fixture_train)
     frame = transform.transform_frame(nhwc(fixture_inputs["driving"]))
@@ -82,6 +83,7 @@ def test_batchnorm_statistics_after_the_forward(forward_and_grads, fixture_train
             assert close(value, fixture_train[key], 1e-5), key
 
 
+@pytest.mark.slow
 def test_adam_step_from_converted_moments(converted_dir, forward_and_grads, fixture_train):
     """The original's 2nd Adam step (state loaded from its checkpoint) with the fixture's gradients."""
     params = forward_and_grads[0]

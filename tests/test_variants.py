@@ -692,6 +692,7 @@ VIDEO = np.random.RandomState(11).uniform(0, 1, (5, 32, 32, C)).astype(np.float3
 SOURCE = np.random.RandomState(12).uniform(0, 1, (32, 32, C)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_model_single_steps(model):
     sources = np.broadcast_to(SOURCE, VIDEO.shape)
     driving = model.regions(VIDEO)
@@ -746,6 +747,7 @@ def test_model_bad_inputs_raise_value_error(model, call, message):
         call(model)
 
 
+@pytest.mark.slow
 def test_init_variables_equal_flax_init_on_real_inputs():
     """mraa_jax.model.init_variables initialises each network from shapes alone (flax's
     lazy_init, one program per network): the values must be those of `init` on real inputs,

@@ -52,6 +52,7 @@ def test_features_match_numpy_reference():
         np.testing.assert_allclose(np.asarray(a[0]), b, atol=1e-4 * max(1.0, np.abs(b).max()), err_msg=f"relu{level + 1}_1")
 
 
+@pytest.mark.slow
 def test_perceptual_loss_is_zero_for_identical_images_and_positive_otherwise():
     rng = np.random.default_rng(1)
     params = vgg_params_from_state_dict(random_torchvision_state_dict(rng))
