@@ -32,7 +32,7 @@ import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import ml_collections
 import yaml
@@ -76,7 +76,7 @@ class Group:
     mapping: a missing term is off), or is kept as it is when `given` is None."""
 
     absent: dict
-    given: Optional[dict]
+    given: dict | None
 
 
 # model_params defaults, from the constructors of the original's modules
@@ -476,9 +476,10 @@ def _validate_sections(cfg: Mapping) -> None:
     """Types and ranges of the fields outside model_params that the code reads."""
     dp, tp = cfg["dataset_params"], cfg["train_params"]
     _check_bool(dp["id_sampling"], "dataset_params.id_sampling")
-    if dp["frame_shape"] is not None and (not isinstance(dp["frame_shape"], list) or len(dp["frame_shape"]) not in (2, 3)
-                                          or not all(_is_int(s) and s > 0 for s in dp["frame_shape"])):
-        _fail("dataset_params.frame_shape", f"expected null, [H, W] or [H, W, C] of positive ints, got {dp['frame_shape']!r}")
+    shape = dp["frame_shape"]
+    if shape is not None and (not isinstance(shape, list) or len(shape) not in (2, 3)
+                              or not all(_is_int(s) and s > 0 for s in shape)):
+        _fail("dataset_params.frame_shape", f"expected null, [H, W] or [H, W, C] of positive ints, got {shape!r}")
     for key, value in dp["synthetic"].items():
         _check_int(value, f"dataset_params.synthetic.{key}", 0 if key == "seed" else 1)
     _check_bool(tp["use_sync_bn"], "train_params.use_sync_bn")

@@ -17,7 +17,10 @@ import numpy as np
 
 _GREY = np.array([0.299, 0.587, 0.114], np.float32)
 # The original's augmentation groups that are implemented, and their parameters.
-_GROUPS = {"flip_param": ("horizontal_flip", "time_flip"), "jitter_param": ("brightness", "contrast", "saturation", "hue")}
+_GROUPS = {
+    "flip_param": ("horizontal_flip", "time_flip"),
+    "jitter_param": ("brightness", "contrast", "saturation", "hue"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
