@@ -28,8 +28,9 @@ video's fps (--fps where the input has none, e.g. a frame folder).
 demo on a pipe: --driving_video - reads raw rgb24 frames of --driving_size WxH from standard
 input and animates each as it arrives (mraa_jax.streaming), writing --result_video at --fps, or
 with --result_video - each animated frame to standard output, raw rgb24 at the config's size:
-    ffmpeg -i talk.mp4 -f rawvideo -pix_fmt rgb24 - | python launch_eval.py --mode demo --checkpoint converted/vox256 \
-        --source_image face.png --driving_video - --driving_size 384x384 --result_video - | ffplay -f rawvideo -pixel_format rgb24 -video_size 256x256 -
+    ffmpeg -i talk.mp4 -f rawvideo -pix_fmt rgb24 - | python launch_eval.py --mode demo --checkpoint converted/vox256 \\
+        --source_image face.png --driving_video - --driving_size 384x384 --result_video - \\
+        | ffplay -f rawvideo -pixel_format rgb24 -video_size 256x256 -     # (a webcam: ffmpeg -f v4l2 -i /dev/video0 ...)
 
 Driving frames go through the networks in jitted batches of --chunk_size frames, the source
 encoded once. --compute_dtype bfloat16 runs the networks' convolutions in bfloat16 (faster on
@@ -62,7 +63,7 @@ _FIND_BEST = flags.DEFINE_bool("find_best_frame", False,
 _SOURCE = flags.DEFINE_string("source_image", None, "demo: the image to animate (any size; centre-cropped and resized)")
 _DRIVING = flags.DEFINE_string("driving_video", None, "demo: the driving video (mp4/gif/mov, frame folder, ...; any size); "
                                 "-: raw rgb24 frames of --driving_size on standard input")
-_DRIVING_SIZE = flags.DEFINE_string("driving_size", None, "demo with --driving_video -: the frames' size WxH (e.g. 640x480)")
+_DRIVING_SIZE = flags.DEFINE_string("driving_size", None, "demo with --driving_video -: the frames' size WxH, e.g. 640x480")
 _RESULT = flags.DEFINE_string("result_video", "result.mp4", "demo: where to write the animation; with --driving_video -, "
                               "-: raw rgb24 frames to standard output")
 _VIS = flags.DEFINE_string("visualization_video", None, "demo: also write the visualisation grid video here")
@@ -136,9 +137,10 @@ def run() -> dict:
     if piped:
         to_stdout = _RESULT.value == "-"
         frames = evaluation.read_raw_frames(sys.stdin.buffer, driving_size)
-        info = evaluation.demo_stream(model, _SOURCE.value, frames, sys.stdout.buffer if to_stdout else _RESULT.value, animation_mode, _FPS.value)
-        print(f"wrote {'standard output' if to_stdout else _RESULT.value}: {info['frames']} frames, {info['size'][1]}x{info['size'][0]}",
-              file=sys.stderr if to_stdout else sys.stdout)
+        result = sys.stdout.buffer if to_stdout else _RESULT.value
+        info = evaluation.demo_stream(model, _SOURCE.value, frames, result, animation_mode, _FPS.value)
+        print(f"wrote {'standard output' if to_stdout else result}: {info['frames']} frames, {info['size'][1]}x{info['size'][0]}",
+              file=sys.stderr if to_stdout else sys.stdout)  # stdout carries the frames
         return info
     if demo_mode:
         info = evaluation.demo(model, _SOURCE.value, _DRIVING.value, _RESULT.value, animation_mode, _CHUNK.value,

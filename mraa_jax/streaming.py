@@ -6,16 +6,17 @@
 
 The pushed frames come out as `model.animate(source_image, frames, mode)` would animate the clip
 they make (tests/test_streaming.py: within 1e-5). Each push is one call of one compiled program
-(`stream_step`, compiled once per model, mode and frame size, and shared by every stream): the
-frame goes to the device, the animated frame comes back, nothing else crosses. The source's
-encoding and region params, the reference and the movement scale stay on the device.
+(`stream_step_jitted`, compiled once per model, mode and frame size, and shared by every stream):
+the frame goes to the device, the animated frame comes back (with the first one in relative mode
+also the movement scale, 4 bytes, to check it), nothing else crosses. The source's encoding and
+region params, the reference and the movement scale stay on the device.
 
 The reference (relative mode) is the first pushed frame. The per-frame program computes each
 frame's region params anyway; on the first push a flag held on the device makes it take them as
 the reference, and it returns the reference and the movement scale for the next pushes. So the
 first push runs the same program as every other one: no second encoder to compile, no second
-pass of the region predictor over the first frame, and no host round-trip for the scale, which
-`animate` computes on the host with Qhull and the program computes with `hull_area`. Standard and
+pass of the region predictor over the first frame, and no extra host round-trip for the scale,
+which `animate` computes on the host with Qhull and the program computes with `hull_area`. Standard and
 AVD modes use no reference (the AVD network maps each frame's regions onto the source identity).
 """
 from __future__ import annotations
@@ -69,8 +70,8 @@ def stream_step(nets, mode: str, variables, encoding, state, first, frame):
         reference = jax.tree_util.tree_map(lambda r, d: jnp.where(first, d, r), reference, own)
         own_scale = jnp.sqrt(hull_area(source_params.shift[0])) / jnp.sqrt(hull_area(own.shift[0]))
         scale = jnp.where(first, own_scale, scale)
-    out = animation_chunk(nets, variables, source, levels, source_params, reference, chunk, scale, mode=mode, visual=False,
-                          driving_full=driving_full)
+    out = animation_chunk(nets, variables, source, levels, source_params, reference, chunk, scale,
+                          mode=mode, visual=False, driving_full=driving_full)
     return out["prediction"][0], reference, scale
 
 
@@ -113,13 +114,15 @@ class Stream:
             raise InputError(f"frame: shape {frame.shape}, expected the source image's {self.shape}")
         first = self.frames == 0
         with jax.transfer_guard("disallow"):  # nothing crosses implicitly; the frame goes explicitly
-            prediction, reference, scale = stream_step_jitted(self.model.networks, self.mode, self._variables, self._encoding,
-                                                              self._state, self._first if first else self._later, jax.device_put(frame))
+            prediction, reference, scale = stream_step_jitted(
+                self.model.networks, self.mode, self._variables, self._encoding, self._state,
+                self._first if first else self._later, jax.device_put(frame))
         if first and self.mode == "relative":
-            prediction, value = jax.device_get((prediction, scale))  # the scale comes back with the first frame only, to check it
+            # The scale comes back with the first frame only, to check it.
+            prediction, value = jax.device_get((prediction, scale))
             if not (np.isfinite(value) and value > 0):
-                raise InputError("relative animation needs region centres that span an area (at least 3 regions, not collinear), "
-                                 "in the source image and in the first frame")
+                raise InputError("relative animation needs region centres that span an area (at least 3 regions, "
+                                 "not collinear), in the source image and in the first frame")
         else:
             prediction = jax.device_get(prediction)
         self._state = (reference, scale)

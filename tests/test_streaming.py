@@ -10,7 +10,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import DRIVING_VIDEO, REPO, nhwc
 
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # ffmpeg subprocesses under JAX
@@ -31,7 +30,8 @@ def test_hull_area_is_qhulls():
 
     points = np.random.default_rng(0).uniform(-1, 1, (20, 10, 2)).astype(np.float32)
     np.testing.assert_allclose(jax.jit(jax.vmap(hull_area))(points), [ConvexHull(p).volume for p in points], rtol=1e-5)
-    square = np.array([[0, 0], [1, 0], [0.5, 0], [1, 1], [1, 1], [0, 1], [0.5, 0.5]], np.float32)  # collinear, repeated, inside
+    # A unit square with a point on an edge, a repeated corner and a point inside.
+    square = np.array([[0, 0], [1, 0], [0.5, 0], [1, 1], [1, 1], [0, 1], [0.5, 0.5]], np.float32)
     assert float(hull_area(square)) == pytest.approx(1.0, abs=1e-6)
     assert float(hull_area(np.array([[0, 0], [1, 1], [2, 2]], np.float32))) == 0.0
 
@@ -43,7 +43,8 @@ def test_stream_equals_animate_and_compiles_once(fixture_model, clip, mode):
     from mraa_jax.streaming import stream_step_jitted
 
     source, frames = clip
-    # Chunks of one frame, as pushed: XLA:CPU rounds differently per batch size (animate's chunks of 1 and 4 differ by 1.0e-5 in avd mode).
+    # Chunks of one frame, as pushed: XLA:CPU rounds differently per batch size
+    # (animate's chunks of 1 and 4 differ by 1.0e-5 in avd mode).
     expected = np.asarray(fixture_model.animate(source, frames, mode=mode, chunk_size=1))
     stream = fixture_model.stream(source, mode)
     first = stream.push(frames[0])
@@ -58,7 +59,8 @@ def test_stream_equals_animate_and_compiles_once(fixture_model, clip, mode):
             repeated = [again.push(frame) for frame in frames[:2]]
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
-    assert [e for e in events if e.startswith("/jax/core/compile/")] == []  # nothing traced or compiled after the first push
+    # Nothing traced or compiled after the first push.
+    assert [e for e in events if e.startswith("/jax/core/compile/")] == []
     assert stream_step_jitted._cache_size() == compiled
     video = np.stack([first, *rest])
     assert video.dtype == np.float32 and video.shape == frames.shape
@@ -67,7 +69,8 @@ def test_stream_equals_animate_and_compiles_once(fixture_model, clip, mode):
     # uint8 frames are scaled by 1/255, as the demo scales them
     as_bytes = (frames[:2] * 255).round().astype(np.uint8)
     from_bytes, from_floats = fixture_model.stream(source, mode), fixture_model.stream(source, mode)
-    np.testing.assert_array_equal([from_bytes.push(f) for f in as_bytes], [from_floats.push(f) for f in as_bytes.astype(np.float32) / 255.0])
+    np.testing.assert_array_equal([from_bytes.push(f) for f in as_bytes],
+                                  [from_floats.push(f) for f in as_bytes.astype(np.float32) / 255.0])
 
 
 def test_stream_refuses_bad_frames(fixture_model, clip):
@@ -129,8 +132,8 @@ def test_read_raw_frames_refuses_a_short_last_frame():
 def test_pipe_to_stdout(piped, converted_dir):
     """ffmpeg | launch_eval.py --driving_video - --result_video -: raw frames out, as the library animates them."""
     ffmpeg = subprocess.Popen(_ffmpeg_raw(), stdout=subprocess.PIPE)
-    demo = subprocess.run([sys.executable, str(REPO / "launch_eval.py"), *_demo_args(converted_dir, piped["folder"], "-")],
-                          stdin=ffmpeg.stdout, capture_output=True, timeout=300)
+    command = [sys.executable, str(REPO / "launch_eval.py"), *_demo_args(converted_dir, piped["folder"], "-")]
+    demo = subprocess.run(command, stdin=ffmpeg.stdout, capture_output=True, timeout=300)
     ffmpeg.stdout.close()
     assert ffmpeg.wait() == 0 and demo.returncode == 0, demo.stderr.decode()[-2000:]
     assert f"wrote standard output: {FRAMES} frames, 64x64" in demo.stderr.decode()

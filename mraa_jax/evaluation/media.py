@@ -133,7 +133,8 @@ def _write_video(path: Path, frames, fps: float) -> None:
         try:
             for frame in frames:
                 # Odd sizes: libx264's yuv420p needs even sides; pad by one pixel (edge) rather than rescale.
-                writer.append_data(np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge"))
+                pad = ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0))
+                writer.append_data(np.pad(frame, pad, mode="edge"))
         finally:
             writer.close()
 
