@@ -39,6 +39,7 @@ does not fit the config, an output folder that cannot be written) print one line
 cause and exit with status 1, before the model is loaded where they can be found then. Results
 are written under a temporary name and renamed when complete: a failed run leaves no partial file.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,31 +51,64 @@ from absl import app, flags, logging
 
 MODES = ["reconstruction", "animate", "demo", "standard", "relative", "avd"]
 
-_CONFIG = flags.DEFINE_string("config", None, "configs/<name>.py or the original's .yaml; needed with a .pth checkpoint")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "a model directory, or an original .pth checkpoint (with --config)")
-_MODE = flags.DEFINE_enum("mode", "reconstruction", MODES, "reconstruction, animate or demo; standard|relative|avd: the demo in that animation mode")
-_ANIMATION_MODE = flags.DEFINE_enum("animation_mode", None, ["standard", "relative", "avd"],
-                                    "animation mode of animate/demo (default: the config's animate_params.mode for animate, relative for demo)")
+_CONFIG = flags.DEFINE_string(
+    "config", None, "configs/<name>.py or the original's .yaml; needed with a .pth checkpoint"
+)
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "a model directory, or an original .pth checkpoint (with --config)"
+)
+_MODE = flags.DEFINE_enum(
+    "mode",
+    "reconstruction",
+    MODES,
+    "reconstruction, animate or demo; standard|relative|avd: the demo in that animation mode",
+)
+_ANIMATION_MODE = flags.DEFINE_enum(
+    "animation_mode",
+    None,
+    ["standard", "relative", "avd"],
+    "animation mode of animate/demo (default: the config's animate_params.mode for animate, relative for demo)",
+)
 _OUT_DIR = flags.DEFINE_string("out_dir", "eval", "output folder of reconstruction and animate")
 _DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "where datasets are built (once) and read")
 _CHUNK = flags.DEFINE_integer("chunk_size", 16, "driving frames per jitted batch")
-_FIND_BEST = flags.DEFINE_bool("find_best_frame", False,
-                               "animate/demo: start the relative motion from the driving frame whose region layout is closest to the source's")
+_FIND_BEST = flags.DEFINE_bool(
+    "find_best_frame",
+    False,
+    "animate/demo: start the relative motion from the driving frame whose region layout is closest to the source's",
+)
 _SOURCE = flags.DEFINE_string("source_image", None, "demo: the image to animate (any size; centre-cropped and resized)")
-_DRIVING = flags.DEFINE_string("driving_video", None, "demo: the driving video (mp4/gif/mov, frame folder, ...; any size); "
-                                "-: raw rgb24 frames of --driving_size on standard input")
-_DRIVING_SIZE = flags.DEFINE_string("driving_size", None, "demo with --driving_video -: the frames' size WxH, e.g. 640x480")
-_RESULT = flags.DEFINE_string("result_video", "result.mp4", "demo: where to write the animation; with --driving_video -, "
-                              "-: raw rgb24 frames to standard output")
+_DRIVING = flags.DEFINE_string(
+    "driving_video",
+    None,
+    "demo: the driving video (mp4/gif/mov, frame folder, ...; any size); "
+    "-: raw rgb24 frames of --driving_size on standard input",
+)
+_DRIVING_SIZE = flags.DEFINE_string(
+    "driving_size", None, "demo with --driving_video -: the frames' size WxH, e.g. 640x480"
+)
+_RESULT = flags.DEFINE_string(
+    "result_video",
+    "result.mp4",
+    "demo: where to write the animation; with --driving_video -, -: raw rgb24 frames to standard output",
+)
 _VIS = flags.DEFINE_string("visualization_video", None, "demo: also write the visualisation grid video here")
 _FPS = flags.DEFINE_float("fps", 25.0, "fps of written videos where the input has none (dataset videos, frame folders)")
 _PAIRS_CSV = flags.DEFINE_string("pairs_csv", None, "animate: CSV of (source, driving) video names")
-_NUM_PAIRS = flags.DEFINE_integer("num_pairs", None, "animate: random pairs (default the config's animate_params.num_pairs)")
+_NUM_PAIRS = flags.DEFINE_integer(
+    "num_pairs", None, "animate: random pairs (default the config's animate_params.num_pairs)"
+)
 _SEED = flags.DEFINE_integer("seed", 0, "animate: seed of the random pairs")
-_NO_VIS = flags.DEFINE_bool("skip_visualization", False, "reconstruction: scores and PNG strips only, no visualisation videos")
+_NO_VIS = flags.DEFINE_bool(
+    "skip_visualization", False, "reconstruction: scores and PNG strips only, no visualisation videos"
+)
 _PROGRESS = flags.DEFINE_bool("progress", True, "show a progress bar per video")
-_DTYPE = flags.DEFINE_enum("compute_dtype", None, ["float32", "bfloat16"],
-                           "dtype of the networks' convolutions (default: the config's model_params.compute_dtype); bfloat16 is faster on GPUs")
+_DTYPE = flags.DEFINE_enum(
+    "compute_dtype",
+    None,
+    ["float32", "bfloat16"],
+    "dtype of the networks' convolutions (default: the config's model_params.compute_dtype); bfloat16 is faster on GPUs",
+)
 
 
 def _load_config():
@@ -110,7 +144,9 @@ def run() -> dict:
             raise InputError("--driving_video -: raw rgb24 frames on standard input need --driving_size WxH")
         driving_size = evaluation.parse_frame_size(_DRIVING_SIZE.value)
         if _FIND_BEST.value or _VIS.value:
-            raise InputError("--driving_video -: --find_best_frame and --visualization_video need the whole video, not a stream")
+            raise InputError(
+                "--driving_video -: --find_best_frame and --visualization_video need the whole video, not a stream"
+            )
     elif _DRIVING_SIZE.value is not None or (demo_mode and _RESULT.value == "-"):
         raise InputError("--driving_size and --result_video - go with --driving_video - (raw frames on standard input)")
     config = _load_config()
@@ -139,31 +175,68 @@ def run() -> dict:
         frames = evaluation.read_raw_frames(sys.stdin.buffer, driving_size)
         result = sys.stdout.buffer if to_stdout else _RESULT.value
         info = evaluation.demo_stream(model, _SOURCE.value, frames, result, animation_mode, _FPS.value)
-        print(f"wrote {'standard output' if to_stdout else result}: {info['frames']} frames, {info['size'][1]}x{info['size'][0]}",
-              file=sys.stderr if to_stdout else sys.stdout)  # stdout carries the frames
+        print(
+            f"wrote {'standard output' if to_stdout else result}: {info['frames']} frames, {info['size'][1]}x{info['size'][0]}",
+            file=sys.stderr if to_stdout else sys.stdout,
+        )  # stdout carries the frames
         return info
     if demo_mode:
-        info = evaluation.demo(model, _SOURCE.value, _DRIVING.value, _RESULT.value, animation_mode, _CHUNK.value,
-                               _FIND_BEST.value, fps=_FPS.value, visualization_video=_VIS.value, progress=progress)
-        print(f"wrote {_RESULT.value}: {info['frames']} frames at {info['fps']:g} fps, {info['size'][1]}x{info['size'][0]}"
-              + (f", best frame {info['best_frame']}" if "best_frame" in info else ""))
+        info = evaluation.demo(
+            model,
+            _SOURCE.value,
+            _DRIVING.value,
+            _RESULT.value,
+            animation_mode,
+            _CHUNK.value,
+            _FIND_BEST.value,
+            fps=_FPS.value,
+            visualization_video=_VIS.value,
+            progress=progress,
+        )
+        print(
+            f"wrote {_RESULT.value}: {info['frames']} frames at {info['fps']:g} fps, {info['size'][1]}x{info['size'][0]}"
+            + (f", best frame {info['best_frame']}" if "best_frame" in info else "")
+        )
         return info
     summary = evaluation.prepare_dataset(config, _DATA_DIR.value)
     out_dir = Path(_OUT_DIR.value)
     if mode == "reconstruction":
         videos = data.test_videos(summary.dataset_dir)
-        result = evaluation.reconstruct(model, videos, out_dir / "reconstruction", _CHUNK.value, _FPS.value,
-                                        visualize=not _NO_VIS.value, progress=progress)
-        print(json.dumps({"metrics": str(out_dir / "reconstruction" / "metrics.json"), **result["overall"],
-                          "videos": result["num_videos"], "frames": result["num_frames"]}))
+        result = evaluation.reconstruct(
+            model,
+            videos,
+            out_dir / "reconstruction",
+            _CHUNK.value,
+            _FPS.value,
+            visualize=not _NO_VIS.value,
+            progress=progress,
+        )
+        print(
+            json.dumps(
+                {
+                    "metrics": str(out_dir / "reconstruction" / "metrics.json"),
+                    **result["overall"],
+                    "videos": result["num_videos"],
+                    "frames": result["num_frames"],
+                }
+            )
+        )
         return result
     csv = _PAIRS_CSV.value or config.dataset_params.pairs_list
     if csv is not None and not Path(csv).is_file():
         raise InputError(f"pairs CSV {csv}: no such file")
     num_pairs = _NUM_PAIRS.value if _NUM_PAIRS.value is not None else config.animate_params.num_pairs
     pairs = data.animation_pairs(summary.dataset_dir, csv=csv, num_pairs=num_pairs, seed=_SEED.value)
-    records = evaluation.animate_pairs(model, pairs, out_dir / "animation", animation_mode, _CHUNK.value, _FPS.value,
-                                       _FIND_BEST.value, progress=progress)
+    records = evaluation.animate_pairs(
+        model,
+        pairs,
+        out_dir / "animation",
+        animation_mode,
+        _CHUNK.value,
+        _FPS.value,
+        _FIND_BEST.value,
+        progress=progress,
+    )
     print(f"wrote {len(records)} animations ({animation_mode}) to {out_dir / 'animation'}")
     return {"pairs": records}
 

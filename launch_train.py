@@ -17,6 +17,7 @@ reads its own share of every batch.
 --mode all runs the main job (mraa_jax.main_job): both stages, then reconstruction
 of the test videos, an animation, a loss-curve plot, and a summary of where it all is.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,17 +30,25 @@ from ml_collections import config_flags
 from mraa_jax import data
 from mraa_jax.config import load_config, report_ignored
 from mraa_jax.evaluation.runs import prepare_dataset
-from mraa_jax.process_tuning import tune_process
 from mraa_jax.main_job import format_summary, run_main_job
+from mraa_jax.process_tuning import tune_process
 from mraa_jax.training.trainer import train_avd, train_reconstruction
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<name>.py", lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, logs and the trained model")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "train_avd", "all"],
-                          "train: reconstruction stage; train_avd: AVD stage; all: both, then evaluate and animate (the main job)")
+_MODE = flags.DEFINE_enum(
+    "mode",
+    "train",
+    ["train", "train_avd", "all"],
+    "train: reconstruction stage; train_avd: AVD stage; all: both, then evaluate and animate (the main job)",
+)
 _DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "where datasets are built (once) and read")
-_INIT_FROM = flags.DEFINE_string("init_from", None, "model directory (a converted original or our own) or original .pth checkpoint to fine-tune")
-_MAX_STEPS = flags.DEFINE_integer("max_steps", None, "stop after this many optimiser steps (default: the config's epochs)")
+_INIT_FROM = flags.DEFINE_string(
+    "init_from", None, "model directory (a converted original or our own) or original .pth checkpoint to fine-tune"
+)
+_MAX_STEPS = flags.DEFINE_integer(
+    "max_steps", None, "stop after this many optimiser steps (default: the config's epochs)"
+)
 _AVD_MAX_STEPS = flags.DEFINE_integer("avd_max_steps", None, "--mode all: the AVD stage's --max_steps")
 _SEED = flags.DEFINE_integer("seed", 0, "seed of initialisation, data order and transforms")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (several hosts)")
@@ -54,7 +63,14 @@ def main(argv):
     config = load_config(_CONFIG.value)  # the overridden config, filled and checked again
     report_ignored(config, flags.FLAGS["config"].config_filename)
     if _MODE.value == "all":
-        result = run_main_job(config, _WORKDIR.value, _DATA_DIR.value, seed=_SEED.value, max_steps=_MAX_STEPS.value, avd_max_steps=_AVD_MAX_STEPS.value)
+        result = run_main_job(
+            config,
+            _WORKDIR.value,
+            _DATA_DIR.value,
+            seed=_SEED.value,
+            max_steps=_MAX_STEPS.value,
+            avd_max_steps=_AVD_MAX_STEPS.value,
+        )
         if jax.process_index() == 0:
             print(format_summary(result))
         return

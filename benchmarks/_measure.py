@@ -1,12 +1,13 @@
 """Shared by the benchmarks: peak memory, and one measurement run in a fresh process."""
+
 from __future__ import annotations
 
 import json
 import os
 import platform
 import resource
-import subprocess
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,8 +27,10 @@ def cpu_description() -> dict:
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())  # the first CPU's
     wanted = ("avx2", "fma", "avx512", "amx", "avx_vnni")
-    return {"cpu": f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})",
-            "vector_extensions": sorted(f for f in fields.get("flags", "").split() if f.startswith(wanted))}
+    return {
+        "cpu": f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})",
+        "vector_extensions": sorted(f for f in fields.get("flags", "").split() if f.startswith(wanted)),
+    }
 
 
 def peak_memory() -> dict:
@@ -41,7 +44,9 @@ def peak_memory() -> dict:
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
     return {
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # ru_maxrss is KiB on Linux
+        "peak_rss_mib": round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+        ),  # ru_maxrss is KiB on Linux
         "device_peak_mib": None if peak is None else round(peak / 2**20, 1),
         "glibc_hugetlb": has_tunable(),
     }

@@ -10,6 +10,7 @@ mode "standard". One warm-up call (compilation), then three timed calls on the w
 Prints one JSON line: seconds per frame of each call, and their median. Run each variant in its
 own process, alternately, to compare.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,11 +21,11 @@ import time
 
 import jax
 import numpy as np
-
 from _measure import cpu_description
+
+from mraa_jax import process_tuning
 from mraa_jax.config import load_config
 from mraa_jax.model import MRAA, animation_chunk
-from mraa_jax import process_tuning
 
 
 def main():
@@ -40,8 +41,11 @@ def main():
         config.model_params.compute_dtype = "bfloat16"
     model = MRAA.random(config)
     if args.variant == "eigen":
-        model.jitted.animation_chunk = jax.jit(functools.partial(animation_chunk, model.networks), static_argnames=("mode", "visual"),
-                                               compiler_options=process_tuning.TRAINING_COMPILER_OPTIONS)
+        model.jitted.animation_chunk = jax.jit(
+            functools.partial(animation_chunk, model.networks),
+            static_argnames=("mode", "visual"),
+            compiler_options=process_tuning.TRAINING_COMPILER_OPTIONS,
+        )
     rng = np.random.default_rng(0)
     source = rng.random((256, 256, 3), np.float32)
     clip = rng.random((args.frames, 256, 256, 3), np.float32)
@@ -54,9 +58,20 @@ def main():
         start = time.perf_counter()
         run()
         times.append((time.perf_counter() - start) / args.frames)
-    print(json.dumps({"variant": args.variant, "frames": args.frames, "chunk": args.chunk, "first_call_s": round(first, 2),
-                      "s_per_frame": [round(t, 3) for t in times], "median_s_per_frame": round(statistics.median(times), 3),
-                      **cpu_description(), "jax": jax.__version__}))
+    print(
+        json.dumps(
+            {
+                "variant": args.variant,
+                "frames": args.frames,
+                "chunk": args.chunk,
+                "first_call_s": round(first, 2),
+                "s_per_frame": [round(t, 3) for t in times],
+                "median_s_per_frame": round(statistics.median(times), 3),
+                **cpu_description(),
+                "jax": jax.__version__,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ and glibc's huge-page tunable (mraa_jax.process_tuning.tune_process; glibc_huget
 the tunable was on; MRAA_JAX_HUGE_PAGES=0 turns it off, and
 XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=true keeps XLA's default scheduler).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,6 +32,7 @@ import statistics
 import time
 
 from _measure import cpu_description, emit, peak_memory, run_isolated, table
+
 from mraa_jax.process_tuning import tune_process
 
 METHODS = ("batched", "chunk_1", "per_frame")
@@ -48,8 +50,12 @@ def _time(fn, warmup: int, repeats: int) -> dict:
         fn()
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
-    return {"first_call_s": round(first, 3), "compile_s": round(first - median, 3), "times_s": [round(t, 3) for t in times],
-            "median_s": round(median, 3)}
+    return {
+        "first_call_s": round(first, 3),
+        "compile_s": round(first - median, 3),
+        "times_s": [round(t, 3) for t in times],
+        "median_s": round(median, 3),
+    }
 
 
 def measure(args, names) -> dict:
@@ -89,13 +95,21 @@ def main():
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--chunk", type=int, default=8)
     parser.add_argument("--mode", default="relative")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed calls on the full clip (at least 1: compilation)")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="untimed calls on the full clip (at least 1: compilation)"
+    )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="model_params.compute_dtype")
-    parser.add_argument("--isolate", action="store_true", help="each method in a fresh subprocess (own compile time and peak memory)")
+    parser.add_argument(
+        "--dtype", default="float32", choices=("float32", "bfloat16"), help="model_params.compute_dtype"
+    )
+    parser.add_argument(
+        "--isolate", action="store_true", help="each method in a fresh subprocess (own compile time and peak memory)"
+    )
     parser.add_argument("--out", default=None)
-    parser.add_argument("--json_line", action="store_true", help=argparse.SUPPRESS)  # internal: one JSON line (isolated runs)
+    parser.add_argument(
+        "--json_line", action="store_true", help=argparse.SUPPRESS
+    )  # internal: one JSON line (isolated runs)
     args = parser.parse_args()
 
     names = args.methods.split(",")
@@ -106,24 +120,55 @@ def main():
         print(json.dumps(measure(args, names)))
         return
     if args.isolate:
-        forwarded = ["--config", args.config, "--size", str(args.size), "--frames", str(args.frames), "--chunk", str(args.chunk),
-                     "--mode", args.mode, "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--dtype", args.dtype, "--json_line"]
+        forwarded = [
+            "--config",
+            args.config,
+            "--size",
+            str(args.size),
+            "--frames",
+            str(args.frames),
+            "--chunk",
+            str(args.chunk),
+            "--mode",
+            args.mode,
+            "--warmup",
+            str(args.warmup),
+            "--repeats",
+            str(args.repeats),
+            "--dtype",
+            args.dtype,
+            "--json_line",
+        ]
         results = {name: run_isolated(__file__, forwarded + ["--methods", name])[name] for name in names}
     else:
         results = measure(args, names)
     first = next(iter(results.values()))
     report = {
-        "config": args.config, "size": args.size, "frames": args.frames, "chunk": args.chunk, "mode": args.mode,
-        "compute_dtype": args.dtype, "isolated": args.isolate,
-        "warmup_calls": args.warmup, "repeats": args.repeats, "statistic": "median over repeats, full clip per call",
+        "config": args.config,
+        "size": args.size,
+        "frames": args.frames,
+        "chunk": args.chunk,
+        "mode": args.mode,
+        "compute_dtype": args.dtype,
+        "isolated": args.isolate,
+        "warmup_calls": args.warmup,
+        "repeats": args.repeats,
+        "statistic": "median over repeats, full clip per call",
         "results": results,
         "speedup_batched_vs_per_frame": round(results["per_frame"]["median_s"] / results["batched"]["median_s"], 2)
-        if "batched" in results and "per_frame" in results else None,
-        "device": first["device"], "cpus": os.cpu_count(), **cpu_description(),
+        if "batched" in results and "per_frame" in results
+        else None,
+        "device": first["device"],
+        "cpus": os.cpu_count(),
+        **cpu_description(),
         "jax": first["jax"],
     }
     cpu = f"CPU: {report['cpu']}; {' '.join(report['vector_extensions'] or [])}\n"
-    emit(report, cpu + table(results, ["compile_s", "median_s", "frames_per_s", "peak_rss_mib", "device_peak_mib"]), args.out)
+    emit(
+        report,
+        cpu + table(results, ["compile_s", "median_s", "frames_per_s", "peak_rss_mib", "device_peak_mib"]),
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ default options (on CPU: YNNPACK, as animation runs) and with the training steps
 (`process_tuning.TRAINING_COMPILER_OPTIONS`: Eigen). Prints a table (milliseconds per chunk, all
 occurrences; GFLOP/s) with this machine's matrix-product rate for comparison, and JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,8 @@ import json
 
 import jax
 import numpy as np
-
 from _measure import cpu_description, median_seconds, table
+
 from mraa_jax import process_tuning
 from mraa_jax.process_tuning import tune_process
 
@@ -50,7 +51,6 @@ def main():
 
     from mraa_jax.config import load_config
     from mraa_jax.model import MRAA, animation_chunk
-    from mraa_jax.modules import conv
 
     config = load_config(args.config)
     config.dataset_params.frame_shape = [args.size, args.size, 3]
@@ -81,17 +81,34 @@ def main():
         k = jnp.asarray(rng.random(rhs_shape, np.float32), dtype)
         apply = lambda x, k, p=eqn.params: jax.lax.conv_general_dilated_p.bind(x, k, **p)  # noqa: E731
         ynnpack = median_seconds(jax.jit(apply), (x, k), args.repeats) * count
-        eigen = median_seconds(jax.jit(apply, compiler_options=process_tuning.TRAINING_COMPILER_OPTIONS), (x, k), args.repeats) * count
+        eigen = (
+            median_seconds(
+                jax.jit(apply, compiler_options=process_tuning.TRAINING_COMPILER_OPTIONS), (x, k), args.repeats
+            )
+            * count
+        )
         name = f"{'x'.join(map(str, lhs_shape[1:]))} * {kh}x{kw}x{cin}->{rhs_shape[-1]}"
-        rows[name] = {"count": count, "gflop": round(gflop * count, 2), "ynnpack_ms": round(ynnpack * 1e3, 1),
-                      "eigen_ms": round(eigen * 1e3, 1), "ynnpack_gflop_s": round(gflop * count / ynnpack, 1),
-                      "eigen_gflop_s": round(gflop * count / eigen, 1)}
+        rows[name] = {
+            "count": count,
+            "gflop": round(gflop * count, 2),
+            "ynnpack_ms": round(ynnpack * 1e3, 1),
+            "eigen_ms": round(eigen * 1e3, 1),
+            "ynnpack_gflop_s": round(gflop * count / ynnpack, 1),
+            "eigen_gflop_s": round(gflop * count / eigen, 1),
+        }
         total["ynnpack_ms"] += ynnpack * 1e3
         total["eigen_ms"] += eigen * 1e3
         total["gflop"] += gflop * count
     rows["all convolutions"] = {k: round(v, 1) for k, v in total.items()}
-    report = {"config": args.config, "size": args.size, "chunk": args.chunk, "matmul_gflop_per_s": round(rate, 1),
-              "layers": rows, **cpu_description(), "jax": jax.__version__}
+    report = {
+        "config": args.config,
+        "size": args.size,
+        "chunk": args.chunk,
+        "matmul_gflop_per_s": round(rate, 1),
+        "layers": rows,
+        **cpu_description(),
+        "jax": jax.__version__,
+    }
     print(f"CPU: {report['cpu']}; matrix products {rate:.0f} GFLOP/s; ms per chunk of {args.chunk} frames")
     print(table(rows, ["count", "gflop", "ynnpack_ms", "eigen_ms", "ynnpack_gflop_s", "eigen_gflop_s"]))
     print(json.dumps(report, indent=2))

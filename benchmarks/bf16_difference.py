@@ -9,6 +9,7 @@ NVIDIA GPUs XLA may then run float32 convolutions in TF32), float32 at
 and mean absolute differences between them (images in [0, 1]) as JSON. tests/test_bf16.py
 bounds the bfloat16 one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,11 @@ import numpy as np
 import mraa_jax
 from mraa_jax.convert import main as convert
 
-VARIANTS = {"float32_default": ("float32", None), "float32_highest": ("float32", "highest"), "bfloat16": ("bfloat16", None)}
+VARIANTS = {
+    "float32_default": ("float32", None),
+    "float32_highest": ("float32", "highest"),
+    "bfloat16": ("bfloat16", None),
+}
 
 
 def animations(model_dir: str, source: np.ndarray, clip: np.ndarray) -> dict:
@@ -37,7 +42,9 @@ def animations(model_dir: str, source: np.ndarray, clip: np.ndarray) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--fixture", default=str(Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mraa_tiny"))
+    parser.add_argument(
+        "--fixture", default=str(Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mraa_tiny")
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     fixture = Path(args.fixture)
@@ -45,20 +52,39 @@ def main():
         parser.error(f"--fixture {fixture}: expected a folder with config.yaml, checkpoint.pth and inputs.npz")
 
     model_dir = str(Path(tempfile.mkdtemp(prefix="mraa-bf16-")) / "model")
-    if convert(["--config", str(fixture / "config.yaml"), "--checkpoint", str(fixture / "checkpoint.pth"), "--output", model_dir]) != 0:
+    if (
+        convert(
+            [
+                "--config",
+                str(fixture / "config.yaml"),
+                "--checkpoint",
+                str(fixture / "checkpoint.pth"),
+                "--output",
+                model_dir,
+            ]
+        )
+        != 0
+    ):
         raise SystemExit("conversion of the fixture checkpoint failed")
     inputs = np.load(fixture / "inputs.npz")
-    source, clip = np.moveaxis(inputs["source"][0], 0, -1), np.moveaxis(inputs["clip"], -3, -1)  # the original's NCHW as NHWC
+    source, clip = (
+        np.moveaxis(inputs["source"][0], 0, -1),
+        np.moveaxis(inputs["clip"], -3, -1),
+    )  # the original's NCHW as NHWC
     videos = animations(model_dir, source, clip)
 
     def difference(a: str, b: str) -> dict:
         gap = np.abs(videos[a] - videos[b])
         return {"max": float(gap.max()), "mean": float(gap.mean())}
 
-    report = {"device": str(jax.devices()[0]), "jax": jax.__version__, "frames": int(clip.shape[0]),
-              "bfloat16_vs_float32_default": difference("bfloat16", "float32_default"),
-              "bfloat16_vs_float32_highest": difference("bfloat16", "float32_highest"),
-              "float32_default_vs_highest": difference("float32_default", "float32_highest")}
+    report = {
+        "device": str(jax.devices()[0]),
+        "jax": jax.__version__,
+        "frames": int(clip.shape[0]),
+        "bfloat16_vs_float32_default": difference("bfloat16", "float32_default"),
+        "bfloat16_vs_float32_highest": difference("bfloat16", "float32_highest"),
+        "float32_default_vs_highest": difference("float32_default", "float32_highest"),
+    }
     text = json.dumps(report, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")

@@ -11,6 +11,7 @@ with the training steps' (`mraa_jax.process_tuning.TRAINING_COMPILER_OPTIONS`: E
 kernel gradient by output patches, which `conv2d` uses on CPU for thin 7x7 layers (which one
 this layer gets, `kernel_gradient_method`, is printed too). Prints JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,11 +19,10 @@ import json
 
 import jax
 import numpy as np
-
 from _measure import median_seconds
-from mraa_jax.process_tuning import tune_process
-from mraa_jax.process_tuning import TRAINING_COMPILER_OPTIONS
+
 from mraa_jax.modules.conv import _xla_conv, kernel_grad_by_output_patches, kernel_gradient_method
+from mraa_jax.process_tuning import TRAINING_COMPILER_OPTIONS, tune_process
 
 
 def main():
@@ -58,11 +58,17 @@ def main():
         variants[f"{name}_ynnpack"] = (jax.jit(fn), fn_args)
         variants[f"{name}_training"] = (jax.jit(fn, compiler_options=TRAINING_COMPILER_OPTIONS), fn_args)
     variants["output_patch_kernel_grad"] = (
-        jax.jit(lambda x, g: kernel_grad_by_output_patches(x, g, kernel.shape, padding)), (x, out_grad))
-    flop = 2 * args.batch * out_size ** 2 * args.channels * args.features * args.kernel ** 2
-    report = {"layer": vars(args), "gflop": round(flop / 1e9, 2),
-              "conv2d_kernel_gradient": kernel_gradient_method(kernel.shape),
-              "device": str(jax.devices()[0]), "jax": jax.__version__}
+        jax.jit(lambda x, g: kernel_grad_by_output_patches(x, g, kernel.shape, padding)),
+        (x, out_grad),
+    )
+    flop = 2 * args.batch * out_size**2 * args.channels * args.features * args.kernel**2
+    report = {
+        "layer": vars(args),
+        "gflop": round(flop / 1e9, 2),
+        "conv2d_kernel_gradient": kernel_gradient_method(kernel.shape),
+        "device": str(jax.devices()[0]),
+        "jax": jax.__version__,
+    }
     for name, (fn, fn_args) in variants.items():
         seconds = median_seconds(fn, fn_args, args.repeats)
         report[name] = {"median_s": round(seconds, 4), "gflop_per_s": round(flop / seconds / 1e9, 1)}

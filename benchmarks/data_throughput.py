@@ -9,6 +9,7 @@ augmentations on, id_sampling off) for each --threads / --workers setting: `--st
 batches after 3 warm-up batches. Prints JSON. Runs under absl.app.run because grain's
 worker processes need parsed absl flags.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,7 @@ def make_folders(root: Path, videos: int, frames: int, size: int) -> str:
         folder = root / "train" / f"id{v % 4}#{v:03d}"
         folder.mkdir(parents=True, exist_ok=True)
         start = (v * 7) % max(1, len(base) - frames)
-        clip = base[start:start + frames]
+        clip = base[start : start + frames]
         if v % 2:
             clip = clip[:, :, ::-1]
         for t, frame in enumerate(clip):
@@ -76,8 +77,9 @@ def main(argv):
     results = []
     for workers in (int(w) for w in F.workers):
         for threads in (int(t) for t in F.threads):
-            it = training_pairs(source, F.batch_size, seed=0, num_repeats=1000, shard=(0, 1),
-                                worker_count=workers, num_threads=threads)
+            it = training_pairs(
+                source, F.batch_size, seed=0, num_repeats=1000, shard=(0, 1), worker_count=workers, num_threads=threads
+            )
             for _ in range(3):
                 next(it)
             t0 = time.perf_counter()
@@ -85,18 +87,36 @@ def main(argv):
                 batch = next(it)
             seconds = time.perf_counter() - t0
             it.close()
-            results.append({"workers": workers, "threads": threads,
-                            "pairs_per_s": round(F.steps * F.batch_size / seconds, 1),
-                            "batch_ms": round(1000 * seconds / F.steps, 1)})
-    print(json.dumps({
-        "what": "training_pairs from PNG frame folders built to TFDS array_record, augmentation on",
-        "content": content, "videos": F.videos, "frames_per_video": F.frames, "size": F.size,
-        "batch_size": F.batch_size, "steps": F.steps, "batch_shape": list(batch["source"].shape),
-        "make_folders_s": round(make_s, 1), "build_s": round(summary.seconds, 2),
-        "dataset_mb": round(sum(f.stat().st_size for f in summary.dataset_dir.iterdir()) / 2**20, 1),
-        "results": results, "cpus": os.cpu_count(), "machine": platform.machine(),
-        "python": platform.python_version(),
-    }, indent=1))
+            results.append(
+                {
+                    "workers": workers,
+                    "threads": threads,
+                    "pairs_per_s": round(F.steps * F.batch_size / seconds, 1),
+                    "batch_ms": round(1000 * seconds / F.steps, 1),
+                }
+            )
+    print(
+        json.dumps(
+            {
+                "what": "training_pairs from PNG frame folders built to TFDS array_record, augmentation on",
+                "content": content,
+                "videos": F.videos,
+                "frames_per_video": F.frames,
+                "size": F.size,
+                "batch_size": F.batch_size,
+                "steps": F.steps,
+                "batch_shape": list(batch["source"].shape),
+                "make_folders_s": round(make_s, 1),
+                "build_s": round(summary.seconds, 2),
+                "dataset_mb": round(sum(f.stat().st_size for f in summary.dataset_dir.iterdir()) / 2**20, 1),
+                "results": results,
+                "cpus": os.cpu_count(),
+                "machine": platform.machine(),
+                "python": platform.python_version(),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Each is warmed up once on the whole clip (compilation, session set-up), then tim
 times; the median is reported. onnx_export_s is the ONNX conversion's time. The process starts
 tuned as benchmarks/animation_fps.py's (mraa_jax.process_tuning). Prints a table and JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -97,11 +98,20 @@ def main():
         results[name]["frames_per_s"] = round(args.frames / results[name]["median_s"], 3)
     difference = float(np.max(np.abs(np.concatenate(run_onnx()) - np.concatenate(run_exported_jax()))))
     report = {
-        "config": args.config, "size": args.size, "frames": args.frames, "mode": "relative", "repeats": args.repeats,
-        "statistic": "median over repeats, whole clip per repeat, one frame per call", "results": results,
-        "onnx_export_s": round(export_s, 1), "onnx_opset": manifest["opset"],
+        "config": args.config,
+        "size": args.size,
+        "frames": args.frames,
+        "mode": "relative",
+        "repeats": args.repeats,
+        "statistic": "median over repeats, whole clip per repeat, one frame per call",
+        "results": results,
+        "onnx_export_s": round(export_s, 1),
+        "onnx_opset": manifest["opset"],
         "max_abs_difference_onnx_vs_jax": difference,
-        "onnxruntime": ort.__version__, "jax": jax.__version__, "device": str(jax.devices()[0]), "cpus": os.cpu_count(),
+        "onnxruntime": ort.__version__,
+        "jax": jax.__version__,
+        "device": str(jax.devices()[0]),
+        "cpus": os.cpu_count(),
         **cpu_description(),
     }
     cpu = f"CPU: {report['cpu']}; {' '.join(report['vector_extensions'] or [])}\n"

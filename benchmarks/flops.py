@@ -11,12 +11,14 @@ frame (region predictor on the driving frame, flow predictor, generator decoder;
 encoded once, outside). matmul_gflop_per_s: a jitted 2048x2048 float32 matrix product, median of
 20 calls. floor_s = GFLOP / that rate. Prints JSON.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 
 from _measure import median_seconds
+
 from mraa_jax.process_tuning import tune_process
 
 
@@ -63,7 +65,13 @@ def animation_frame_gflop(config_path: str, size: int) -> float:
 
     model.jitted.animation_chunk = count_then_run
     rng = np.random.default_rng(0)
-    evaluation.animate(model, rng.random((size, size, 3), np.float32), rng.random((1, size, size, 3), np.float32), "relative", chunk_size=1)
+    evaluation.animate(
+        model,
+        rng.random((size, size, 3), np.float32),
+        rng.random((1, size, size, 3), np.float32),
+        "relative",
+        chunk_size=1,
+    )
     return counted[0]
 
 
@@ -75,8 +83,10 @@ def main():
     args = parser.parse_args()
     rate = matmul_rate()
     report = {"config": args.config, "size": args.size, "batch": args.batch, "matmul_gflop_per_s": round(rate, 1)}
-    for name, gflop in (("animation_frame", animation_frame_gflop(args.config, args.size)),
-                        ("training_step", training_step_gflop(args.config, args.size, args.batch))):
+    for name, gflop in (
+        ("animation_frame", animation_frame_gflop(args.config, args.size)),
+        ("training_step", training_step_gflop(args.config, args.size, args.batch)),
+    ):
         report[f"{name}_gflop"] = round(gflop, 1)
         report[f"{name}_floor_s"] = round(gflop / rate, 3)
     print(json.dumps(report, indent=2))

@@ -13,6 +13,7 @@ resident set during the stage: Linux's VmHWM, reset after each stage through
 memory freed but kept by glibc is not counted: what remains is what is in use.
 Also XLA's own account of the compiled step (training). Linux only. Prints JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,9 +36,20 @@ class Stages:
         if self.trim:
             self.trim(0)
         with open("/proc/self/status") as f:
-            kib = {key: int(value.split()[0]) for key, value in (line.split(":", 1) for line in f) if key in ("VmRSS", "VmHWM")}
+            kib = {
+                key: int(value.split()[0])
+                for key, value in (line.split(":", 1) for line in f)
+                if key in ("VmRSS", "VmHWM")
+            }
         now = time.perf_counter()
-        self.rows.append({"stage": name, "seconds": round(now - self.start, 2), "rss_mib": kib["VmRSS"] // 1024, "peak_mib": kib["VmHWM"] // 1024})
+        self.rows.append(
+            {
+                "stage": name,
+                "seconds": round(now - self.start, 2),
+                "rss_mib": kib["VmRSS"] // 1024,
+                "peak_mib": kib["VmHWM"] // 1024,
+            }
+        )
         self.start = now
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # resets VmHWM to the current resident set
@@ -45,7 +57,6 @@ class Stages:
 
 def training(args, stages: Stages) -> dict:
     import jax
-
     from training_step import build_step
 
     stages("import jax")
@@ -62,8 +73,13 @@ def training(args, stages: Stages) -> dict:
     del compiled, state  # (metrics: a few scalars, and unbound with --steps 0)
     jax.clear_caches()  # JAX's in-memory caches keep the executable alive after our handle is gone
     stages("clear caches")
-    return {"batch": args.batch,
-            "xla_step_mib": {"arguments": memory.argument_size_in_bytes >> 20, "temporaries": memory.temp_size_in_bytes >> 20}}
+    return {
+        "batch": args.batch,
+        "xla_step_mib": {
+            "arguments": memory.argument_size_in_bytes >> 20,
+            "temporaries": memory.temp_size_in_bytes >> 20,
+        },
+    }
 
 
 def animation(args, stages: Stages) -> dict:
@@ -98,14 +114,25 @@ def main():
     parser.add_argument("--steps", type=int, default=3, help="training: steps after compilation")
     parser.add_argument("--chunk", type=int, default=1, help="animation: frames per jitted call")
     parser.add_argument("--calls", type=int, default=3, help="animation: calls of animate (8 frames each)")
-    parser.add_argument("--trim", action="store_true", help="malloc_trim(0) before each reading: count memory in use only")
+    parser.add_argument(
+        "--trim", action="store_true", help="malloc_trim(0) before each reading: count memory in use only"
+    )
     args = parser.parse_args()
     stages = Stages(args.trim)
     specific = (training if args.what == "training" else animation)(args, stages)  # its own settings and figures
-    report = {"what": args.what, "config": args.config, "size": args.size, "trim": args.trim, "glibc_hugetlb": has_tunable(),
-              "stages": stages.rows, **specific}
+    report = {
+        "what": args.what,
+        "config": args.config,
+        "size": args.size,
+        "trim": args.trim,
+        "glibc_hugetlb": has_tunable(),
+        "stages": stages.rows,
+        **specific,
+    }
     for row in stages.rows:
-        print(f"{row['stage']:<14} {row['seconds']:>7.2f} s  rss {row['rss_mib']:>6} MiB  peak {row['peak_mib']:>6} MiB")
+        print(
+            f"{row['stage']:<14} {row['seconds']:>7.2f} s  rss {row['rss_mib']:>6} MiB  peak {row['peak_mib']:>6} MiB"
+        )
     print(json.dumps(report))
 
 

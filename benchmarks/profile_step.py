@@ -12,6 +12,7 @@ not the traced time with training_step.py's. Eigen's convolutions, which the tra
 use on CPU (mraa_jax/modules/conv.py), are mostly missing from the trace: for vox256's step
 (commit 0ada5e4) its ops add up to 2.8 s of a 4.2 s step.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,6 +25,7 @@ import tempfile
 import time
 
 from training_step import build_step
+
 from mraa_jax.process_tuning import tune_process
 
 # Trace events that wrap ops rather than being ops.

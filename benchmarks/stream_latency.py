@@ -8,6 +8,7 @@ from a uint8 frame on the host to the animated float32 frame back on the host (m
 min and max). The process starts as the launch scripts do (mraa_jax.process_tuning.tune_process).
 Prints a line and a JSON report (written to --out too).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,17 +48,29 @@ def main():
         start = time.perf_counter()
         stream.push(frame)
         times.append(time.perf_counter() - start)
-    timed = [t * 1000 for t in times[max(args.warmup, 1):]]
+    timed = [t * 1000 for t in times[max(args.warmup, 1) :]]
     report = {
-        "config": args.config, "size": args.size, "mode": args.mode, "warmup_pushes": max(args.warmup, 1),
-        "pushes": args.pushes, "first_push_s": round(times[0], 3), "median_ms": round(statistics.median(timed), 1),
-        "min_ms": round(min(timed), 1), "max_ms": round(max(timed), 1), **peak_memory(),
-        "device": str(jax.devices()[0]), "cpus": os.cpu_count(), **cpu_description(), "jax": jax.__version__,
+        "config": args.config,
+        "size": args.size,
+        "mode": args.mode,
+        "warmup_pushes": max(args.warmup, 1),
+        "pushes": args.pushes,
+        "first_push_s": round(times[0], 3),
+        "median_ms": round(statistics.median(timed), 1),
+        "min_ms": round(min(timed), 1),
+        "max_ms": round(max(timed), 1),
+        **peak_memory(),
+        "device": str(jax.devices()[0]),
+        "cpus": os.cpu_count(),
+        **cpu_description(),
+        "jax": jax.__version__,
     }
-    summary = (f"CPU: {report['cpu']}, {report['cpus']} cores; {' '.join(report['vector_extensions'] or [])}\n"
-               f"stream.push ({args.mode}, {args.size}x{args.size}): median {report['median_ms']} ms per frame "
-               f"(min {report['min_ms']}, max {report['max_ms']}, {args.pushes} pushes), "
-               f"first push {report['first_push_s']} s")
+    summary = (
+        f"CPU: {report['cpu']}, {report['cpus']} cores; {' '.join(report['vector_extensions'] or [])}\n"
+        f"stream.push ({args.mode}, {args.size}x{args.size}): median {report['median_ms']} ms per frame "
+        f"(min {report['min_ms']}, max {report['max_ms']}, {args.pushes} pushes), "
+        f"first push {report['first_push_s']} s"
+    )
     emit(report, summary, args.out)
 
 

@@ -40,6 +40,7 @@ device: the first checkpoint, orbax's at step 1, falls before them), in --repeat
 rounds; the median of each is reported, and each loop's overhead over the bare step in percent (the
 median over rounds of its time over the bare step's in the same round, which shared its moment's load).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,11 +52,18 @@ import time
 import warnings
 
 from _measure import cpu_description, emit, peak_memory, run_isolated, table
+
 from mraa_jax.process_tuning import tune_process
 
 STEP_VARIANTS = ("l1", "perceptual")
 VARIANTS = (*STEP_VARIANTS, "loop")
-LOOP_COLUMNS = ["bare_steps_per_s", "loop_steps_per_s", "fetch_every_step_steps_per_s", "loop_overhead_pct", "fetch_every_step_overhead_pct"]
+LOOP_COLUMNS = [
+    "bare_steps_per_s",
+    "loop_steps_per_s",
+    "fetch_every_step_steps_per_s",
+    "loop_overhead_pct",
+    "fetch_every_step_overhead_pct",
+]
 
 
 def build_step(config_path: str, size: int, batch: int, dtype: str, variant: str):
@@ -133,7 +141,9 @@ def measure(args) -> dict:
         "first_step_losses": first_losses,
         "loss_weights": tp.loss_weights.to_dict(),
         "donation_warnings": sorted({str(w.message)[:200] for w in caught if "donat" in str(w.message).lower()}),
-        "device": str(jax.devices()[0]), "device_count": jax.device_count(), "jax": jax.__version__,
+        "device": str(jax.devices()[0]),
+        "device_count": jax.device_count(),
+        "jax": jax.__version__,
     }
 
 
@@ -192,10 +202,24 @@ def loop_seconds(step, state, vgg, batch: tuple, total_steps: int, log_every: in
     mesh = steps.make_mesh()
     state = state.replace(step=steps.replicate(mesh, np.int32(0)))
     with tempfile.TemporaryDirectory() as workdir:
-        checkpoints = Checkpoints(Path(workdir) / "checkpoints", every_steps=10**9)  # orbax's first (step 1) and the final one
-        state = run_stage("reconstruction", step, state, RepeatedBatch(*batch), workdir=Path(workdir), checkpoints=checkpoints, mesh=mesh,
-                          num_epochs=1, steps_in_epoch=total_steps, frozen_args=(vgg,), max_steps=total_steps, hook=hook,
-                          log_every_steps=log_every)
+        checkpoints = Checkpoints(
+            Path(workdir) / "checkpoints", every_steps=10**9
+        )  # orbax's first (step 1) and the final one
+        state = run_stage(
+            "reconstruction",
+            step,
+            state,
+            RepeatedBatch(*batch),
+            workdir=Path(workdir),
+            checkpoints=checkpoints,
+            mesh=mesh,
+            num_epochs=1,
+            steps_in_epoch=total_steps,
+            frozen_args=(vgg,),
+            max_steps=total_steps,
+            hook=hook,
+            log_every_steps=log_every,
+        )
     return times[total_steps] - times[first_timed], state
 
 
@@ -222,12 +246,18 @@ def measure_loop(args) -> dict:
     return {
         **{f"{name}_steps_per_s": round(timed / s, 2) for name, s in median.items()},
         # against the bare step of the same round: the rounds share the machine's load of their moment
-        **{f"{name}_overhead_pct": round(100 * (statistics.median(np.divide(seconds[name], seconds["bare"])) - 1), 1)
-           for name in ("loop", "fetch_every_step")},
-        "timed_steps": timed, "log_every_steps": args.log_every, "rounds": args.repeats,
+        **{
+            f"{name}_overhead_pct": round(100 * (statistics.median(np.divide(seconds[name], seconds["bare"])) - 1), 1)
+            for name in ("loop", "fetch_every_step")
+        },
+        "timed_steps": timed,
+        "log_every_steps": args.log_every,
+        "rounds": args.repeats,
         "seconds": {name: [round(x, 3) for x in s] for name, s in seconds.items()},
         **peak_memory(),
-        "device": str(jax.devices()[0]), "device_count": jax.device_count(), "jax": jax.__version__,
+        "device": str(jax.devices()[0]),
+        "device_count": jax.device_count(),
+        "jax": jax.__version__,
     }
 
 
@@ -238,10 +268,14 @@ def main():
     parser.add_argument("--batch", type=int, default=2, help="global batch (split over all devices)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="model_params.compute_dtype")
+    parser.add_argument(
+        "--dtype", default="float32", choices=("float32", "bfloat16"), help="model_params.compute_dtype"
+    )
     parser.add_argument("--variants", default=",".join(STEP_VARIANTS), help=f"any of {', '.join(VARIANTS)}")
     parser.add_argument("--loop_steps", type=int, default=40, help="loop variant: steps per loop run")
-    parser.add_argument("--log_every", type=int, default=10, help="loop variant: log_every_steps (divides --loop_steps)")
+    parser.add_argument(
+        "--log_every", type=int, default=10, help="loop variant: log_every_steps (divides --loop_steps)"
+    )
     parser.add_argument("--out", default=None)
     parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)  # internal: measure one variant here
     args = parser.parse_args()
@@ -253,22 +287,55 @@ def main():
     for variant in args.variants.split(","):
         if variant not in VARIANTS:
             parser.error(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
-        forwarded = ["--config", args.config, "--size", str(args.size), "--batch", str(args.batch), "--warmup", str(args.warmup),
-                     "--repeats", str(args.repeats), "--dtype", args.dtype, "--loop_steps", str(args.loop_steps),
-                     "--log_every", str(args.log_every), "--variant", variant]
+        forwarded = [
+            "--config",
+            args.config,
+            "--size",
+            str(args.size),
+            "--batch",
+            str(args.batch),
+            "--warmup",
+            str(args.warmup),
+            "--repeats",
+            str(args.repeats),
+            "--dtype",
+            args.dtype,
+            "--loop_steps",
+            str(args.loop_steps),
+            "--log_every",
+            str(args.log_every),
+            "--variant",
+            variant,
+        ]
         results[variant] = run_isolated(__file__, forwarded)
         print(f"{variant}: {summary_line(results[variant])}", flush=True)
     first = next(iter(results.values()))
     report = {
-        "config": args.config, "size": args.size, "batch": args.batch, "compute_dtype": args.dtype,
-        "warmup_steps": args.warmup, "repeats": args.repeats, "statistic": "median step time over repeats",
+        "config": args.config,
+        "size": args.size,
+        "batch": args.batch,
+        "compute_dtype": args.dtype,
+        "warmup_steps": args.warmup,
+        "repeats": args.repeats,
+        "statistic": "median step time over repeats",
         "vgg19": "randomly initialised (no weights downloaded): timing only",
         "results": results,
-        "device": first["device"], "device_count": first["device_count"], "cpus": os.cpu_count(),
-        **cpu_description(), "jax": first["jax"],
+        "device": first["device"],
+        "device_count": first["device_count"],
+        "cpus": os.cpu_count(),
+        **cpu_description(),
+        "jax": first["jax"],
     }
     step_rows = {name: r for name, r in results.items() if name != "loop"}
-    tables = [table(step_rows, ["compile_s", "step_s", "examples_per_s", "peak_rss_mib", "device_peak_mib", "step_peak_mib"])] if step_rows else []
+    tables = (
+        [
+            table(
+                step_rows, ["compile_s", "step_s", "examples_per_s", "peak_rss_mib", "device_peak_mib", "step_peak_mib"]
+            )
+        ]
+        if step_rows
+        else []
+    )
     if "loop" in results:
         tables.append(table({"loop": results["loop"]}, LOOP_COLUMNS))
     emit(report, "\n\n".join(tables), args.out)

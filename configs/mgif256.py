@@ -21,23 +21,28 @@ tests/test_config.py. Expected results with this reimplementation: not yet measu
 The values all four share (and those most of them hold) are mraa_jax/published.py's
 BASE; get_config() sets this config's differences.
 """
+
 from mraa_jax.config import config_from_dict
 from mraa_jax.published import published
 
 
 def get_config():
     """Return the complete, validated mgif256 ConfigDict."""
-    return config_from_dict(published({
-        "dataset_params.root_dir": "data/moving-gif",
-        "dataset_params.id_sampling": False,
-        "dataset_params.augmentation_params": {
-            "flip_param": {"horizontal_flip": True, "time_flip": True},
-            "crop_param": {"size": [256, 256]},
-            "resize_param": {"ratio": [0.9, 1.1]},
-            "jitter_param": {"hue": 0.5},
-        },
-        "model_params.bg_predictor_params.bg_type": "zero",
-        "train_params.num_repeats": 50,
-        "train_avd_params.num_repeats": 50,
-        "train_avd_params.epoch_milestones": [60, 90],  # as published (beyond num_epochs: no decay)
-    }))
+    return config_from_dict(
+        published(
+            {
+                "dataset_params.root_dir": "data/moving-gif",
+                "dataset_params.id_sampling": False,
+                "dataset_params.augmentation_params": {
+                    "flip_param": {"horizontal_flip": True, "time_flip": True},
+                    "crop_param": {"size": [256, 256]},
+                    "resize_param": {"ratio": [0.9, 1.1]},
+                    "jitter_param": {"hue": 0.5},
+                },
+                "model_params.bg_predictor_params.bg_type": "zero",
+                "train_params.num_repeats": 50,
+                "train_avd_params.num_repeats": 50,
+                "train_avd_params.epoch_milestones": [60, 90],  # as published (beyond num_epochs: no decay)
+            }
+        )
+    )

@@ -19,12 +19,17 @@ Expected results with this reimplementation: not yet measured.
 The values all four share (and those most of them hold) are mraa_jax/published.py's
 BASE; get_config() sets this config's differences.
 """
+
 from mraa_jax.config import config_from_dict
 from mraa_jax.published import published
 
 
 def get_config():
     """Return the complete, validated taichi256 ConfigDict."""
-    return config_from_dict(published({
-        "dataset_params.root_dir": "data/taichi-png",
-    }))
+    return config_from_dict(
+        published(
+            {
+                "dataset_params.root_dir": "data/taichi-png",
+            }
+        )
+    )

@@ -20,13 +20,18 @@ Expected results with this reimplementation: not yet measured.
 The values all four share (and those most of them hold) are mraa_jax/published.py's
 BASE; get_config() sets this config's differences.
 """
+
 from mraa_jax.config import config_from_dict
 from mraa_jax.published import published
 
 
 def get_config():
     """Return the complete, validated ted384 ConfigDict."""
-    return config_from_dict(published({
-        "dataset_params.root_dir": "data/TED384-v2",
-        "train_params.batch_size": 6,
-    }))
+    return config_from_dict(
+        published(
+            {
+                "dataset_params.root_dir": "data/TED384-v2",
+                "train_params.batch_size": 6,
+            }
+        )
+    )

@@ -18,16 +18,21 @@ tests/test_config.py. Expected results with this reimplementation: not yet measu
 The values all four share (and those most of them hold) are mraa_jax/published.py's
 BASE; get_config() sets this config's differences.
 """
+
 from mraa_jax.config import config_from_dict
 from mraa_jax.published import published
 
 
 def get_config():
     """Return the complete, validated vox256 ConfigDict."""
-    return config_from_dict(published({
-        "dataset_params.root_dir": "data/vox-png",
-        "model_params.region_predictor_params.pad": 3,
-        "train_params.num_repeats": 75,
-        "train_avd_params.num_repeats": 2000,
-        "train_avd_params.dataloader_workers": 20,
-    }))
+    return config_from_dict(
+        published(
+            {
+                "dataset_params.root_dir": "data/vox-png",
+                "model_params.region_predictor_params.pad": 3,
+                "train_params.num_repeats": 75,
+                "train_avd_params.num_repeats": 2000,
+                "train_avd_params.dataloader_workers": 20,
+            }
+        )
+    )

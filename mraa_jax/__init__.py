@@ -1,9 +1,10 @@
 """mraa-jax: Motion Representations for Articulated Animation (CVPR 2021) in JAX/Flax.
 
-    import mraa_jax
-    model = mraa_jax.load("converted/vox256")            # or an original .pth with config=...
-    video = model.animate(image, frames, mode="relative")
+import mraa_jax
+model = mraa_jax.load("converted/vox256")            # or an original .pth with config=...
+video = model.animate(image, frames, mode="relative")
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,10 +35,14 @@ def load(path, config=None) -> MRAA:
 
     if path.suffix in ORIGINAL_SUFFIXES:
         if config is None:
-            raise CheckpointError(f"{path}: an original checkpoint needs its config (config=configs/<name>.py or the original .yaml)")
+            raise CheckpointError(
+                f"{path}: an original checkpoint needs its config (config=configs/<name>.py or the original .yaml)"
+            )
         cfg = load_config(config)
         variables, _, meta = convert_file(path, cfg, optimizer=False)
         return MRAA(cfg, variables, untrained=meta["random_init"], source=str(path))
     if not path.exists():
         raise CheckpointError(f"no model at {path}: no such file or directory")
-    raise CheckpointError(f"{path}: expected a converted model directory or an original {'/'.join(ORIGINAL_SUFFIXES)} checkpoint")
+    raise CheckpointError(
+        f"{path}: expected a converted model directory or an original {'/'.join(ORIGINAL_SUFFIXES)} checkpoint"
+    )

@@ -1,4 +1,5 @@
 """Region params for animation, as the original's demo computes them: standard, relative and AVD modes."""
+
 from __future__ import annotations
 
 import jax
@@ -46,7 +47,9 @@ def relative_params(source: RegionParams, driving: RegionParams, initial: Region
     return RegionParams(shift=shift, covar=driving.covar, affine=affine)
 
 
-def animation_params(mode: str, source: RegionParams, driving: RegionParams, initial: RegionParams, scale, avd_fn=None) -> RegionParams:
+def animation_params(
+    mode: str, source: RegionParams, driving: RegionParams, initial: RegionParams, scale, avd_fn=None
+) -> RegionParams:
     """What the generator receives for each driving frame in `mode` (heatmaps dropped).
 
     `source` and `initial` may have batch 1; they broadcast against `driving`.

@@ -23,6 +23,7 @@ Public API:
     load_config(spec) -> ConfigDict          a ConfigDict, a configs/*.py path or a YAML path
     save_config(cfg, path) -> None           YAML that config_from_yaml reads back equal
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,7 +33,7 @@ import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import ml_collections
 import yaml
@@ -155,10 +156,13 @@ SECTION_DEFAULTS = {
         "id_sampling": False,
         "pairs_list": Unset(str),
         # Kept as given: the data pipeline reads the original's groups (a missing one is off).
-        "augmentation_params": Group(absent={
-            "flip_param": {"horizontal_flip": True, "time_flip": True},
-            "jitter_param": {"brightness": 0.1, "contrast": 0.1, "saturation": 0.1, "hue": 0.1},
-        }, given=None),
+        "augmentation_params": Group(
+            absent={
+                "flip_param": {"horizontal_flip": True, "time_flip": True},
+                "jitter_param": {"brightness": 0.1, "contrast": 0.1, "saturation": 0.1, "hue": 0.1},
+            },
+            given=None,
+        ),
         # Ours: build_synthetic_dataset's arguments, used when root_dir is "synthetic".
         "synthetic": {"num_train": 1000, "num_test": 50, "frames": 32, "size": 64, "seed": 0},
     },
@@ -172,10 +176,18 @@ SECTION_DEFAULTS = {
             given={"sigma_affine": REQUIRED, "sigma_tps": Unset(float), "points_tps": Unset(int)},
         ),
         "loss_weights": Group(
-            absent={"perceptual": (10, 10, 10, 10, 10), "equivariance_shift": 10.0,
-                    "equivariance_affine": 10.0, "l1": 0.0},
-            given={"perceptual": (), "equivariance_shift": 0.0, "equivariance_affine": 0.0,
-                   "l1": 0.0},  # l1: ours, an L1 pyramid over `scales`
+            absent={
+                "perceptual": (10, 10, 10, 10, 10),
+                "equivariance_shift": 10.0,
+                "equivariance_affine": 10.0,
+                "l1": 0.0,
+            },
+            given={
+                "perceptual": (),
+                "equivariance_shift": 0.0,
+                "equivariance_affine": 0.0,
+                "l1": 0.0,
+            },  # l1: ours, an L1 pyramid over `scales`
         ),
         "vgg19_weights": Unset(str),  # ours: torchvision's vgg19 file, for the perceptual loss
     },
@@ -228,7 +240,7 @@ FLOAT_FIELDS = (
 
 SCHEMA = {"model_params": MODEL_DEFAULTS, **SECTION_DEFAULTS}
 
-ConfigLike = Union[ml_collections.ConfigDict, Mapping]
+ConfigLike = ml_collections.ConfigDict | Mapping
 
 
 # --------------------------------------------------------------------------- helpers
@@ -335,8 +347,7 @@ def report_ignored(cfg: ConfigLike, source: str) -> None:
     ignores (IGNORED), if it holds any; `source` names where the config came from."""
     present = [name for name in _present(_to_plain(cfg)) if name in IGNORED]
     if present:
-        warnings.warn(f"{source}: fields of the original that this library ignores: {', '.join(present)}",
-                      stacklevel=2)
+        warnings.warn(f"{source}: fields of the original that this library ignores: {', '.join(present)}", stacklevel=2)
 
 
 # --------------------------------------------------------------------------- validation
@@ -461,8 +472,12 @@ def validate_config(cfg: ConfigLike) -> None:
         raise ConfigError(f"config: expected a mapping, got {type(cfg).__name__}")
     for name in SECTIONS:
         if not isinstance(plain.get(name), dict):
-            _fail(name, "required section is missing" if plain.get(name) is None
-                  else f"expected a mapping, got {type(plain[name]).__name__}")
+            _fail(
+                name,
+                "required section is missing"
+                if plain.get(name) is None
+                else f"expected a mapping, got {type(plain[name]).__name__}",
+            )
     unknown = sorted(set(plain) - set(SECTIONS))
     if unknown:
         _fail(unknown[0], f"unknown section (declared: {', '.join(SECTIONS)})")
@@ -477,8 +492,9 @@ def _validate_sections(cfg: Mapping) -> None:
     dp, tp = cfg["dataset_params"], cfg["train_params"]
     _check_bool(dp["id_sampling"], "dataset_params.id_sampling")
     shape = dp["frame_shape"]
-    if shape is not None and (not isinstance(shape, list) or len(shape) not in (2, 3)
-                              or not all(_is_int(s) and s > 0 for s in shape)):
+    if shape is not None and (
+        not isinstance(shape, list) or len(shape) not in (2, 3) or not all(_is_int(s) and s > 0 for s in shape)
+    ):
         _fail("dataset_params.frame_shape", f"expected null, [H, W] or [H, W, C] of positive ints, got {shape!r}")
     for key, value in dp["synthetic"].items():
         _check_int(value, f"dataset_params.synthetic.{key}", 0 if key == "seed" else 1)
@@ -504,7 +520,7 @@ def config_from_dict(d: ConfigLike) -> ml_collections.ConfigDict:
     return cfg
 
 
-def config_from_yaml(path: Union[str, os.PathLike]) -> ml_collections.ConfigDict:
+def config_from_yaml(path: str | os.PathLike) -> ml_collections.ConfigDict:
     """Read an original-format YAML config (yaml.safe_load), fill defaults, validate."""
     path = Path(path)
     if not path.is_file():
@@ -544,7 +560,7 @@ def _config_from_py(path: Path) -> ml_collections.ConfigDict:
     return _config_of_file(path, get_config())
 
 
-def load_config(spec: Union[ConfigLike, str, os.PathLike]) -> ml_collections.ConfigDict:
+def load_config(spec: ConfigLike | str | os.PathLike) -> ml_collections.ConfigDict:
     """Load a config from a ConfigDict/mapping, a `configs/*.py` path or a `.yaml`/`.yml` path.
 
     Always returns a new, complete and validated ConfigDict.
@@ -556,17 +572,21 @@ def load_config(spec: Union[ConfigLike, str, os.PathLike]) -> ml_collections.Con
     path = Path(spec)
     suffix = path.suffix.lower()
     if suffix not in (".py", ".yaml", ".yml"):
-        raise ConfigError(f"unknown config file extension {path.suffix!r} for {path}: "
-                          "expected a configs/*.py file or a .yaml/.yml file")
+        raise ConfigError(
+            f"unknown config file extension {path.suffix!r} for {path}: "
+            "expected a configs/*.py file or a .yaml/.yml file"
+        )
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path} (expected an existing "
-                          f"{'configs/*.py' if suffix == '.py' else '.yaml/.yml'} file)")
+        raise ConfigError(
+            f"config file not found: {path} (expected an existing "
+            f"{'configs/*.py' if suffix == '.py' else '.yaml/.yml'} file)"
+        )
     if suffix == ".py":
         return _config_from_py(path)
     return config_from_yaml(path)
 
 
-def save_config(cfg: ConfigLike, path: Union[str, os.PathLike]) -> None:
+def save_config(cfg: ConfigLike, path: str | os.PathLike) -> None:
     """Write `cfg` as original-format YAML (plain types), e.g. beside a converted checkpoint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

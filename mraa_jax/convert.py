@@ -12,6 +12,7 @@ they can; a checkpoint whose optimiser state does not fit converts with a warnin
 inference never reads it. torch is imported lazily: it is needed only here (pip extra
 `convert`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,7 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import numpy as np
@@ -50,7 +51,7 @@ class ConversionError(CheckpointError):
 # -- the name map ------------------------------------------------------------
 
 
-def torch_to_flax(name: str, ndim: int) -> Optional[tuple[str, tuple[str, ...]]]:
+def torch_to_flax(name: str, ndim: int) -> tuple[str, tuple[str, ...]] | None:
     """(collection, path) of a torch state-dict name in our variables; None for dropped buffers.
 
     Numeric components join the previous one ('down_blocks.0' -> 'down_blocks_0');
@@ -133,14 +134,16 @@ def _unflatten(flat: dict[tuple[str, ...], Any]) -> dict:
 # -- converting state dicts ----------------------------------------------------
 
 
-def check_antialias_buffer(network: str, name: str, value: np.ndarray) -> Optional[str]:
+def check_antialias_buffer(network: str, name: str, value: np.ndarray) -> str | None:
     """A message if a stored anti-alias kernel differs from the one we recompute, else None."""
     size = value.shape[-1]
     sigma = (size - 1) / 8.0  # k = 2 round(4 sigma) + 1 with sigma = (1/scale - 1)/2
     scale = 1.0 / (2 * sigma + 1) if sigma > 0 else 1.0
     expected = geometry.antialias_kernel(scale)
     if expected.shape != value.shape[-2:] or not np.allclose(value, expected[None, None], atol=1e-6):
-        return f"{network}.{name}: stored anti-alias kernel {value.shape} differs from the recomputed one {expected.shape}"
+        return (
+            f"{network}.{name}: stored anti-alias kernel {value.shape} differs from the recomputed one {expected.shape}"
+        )
     return None
 
 
@@ -174,7 +177,9 @@ def convert_state_dict(network: str, state_dict: dict[str, np.ndarray], expected
         converted = torch_to_flax_layout(value)
         want = tuple(expected_leaves[key].shape)
         if converted.shape != want:
-            problems.append(f"mis-shaped: {network}.{name} is {tuple(value.shape)}, the config expects {flax_to_torch_shape(want)}")
+            problems.append(
+                f"mis-shaped: {network}.{name} is {tuple(value.shape)}, the config expects {flax_to_torch_shape(want)}"
+            )
             continue
         found[key] = converted.astype(np.float32)
     for key, leaf in expected_leaves.items():
@@ -195,11 +200,13 @@ def _parameter_names(state_dict: dict[str, np.ndarray]) -> list[str]:
 def strip_data_parallel_prefix(state_dict: dict) -> dict:
     """A state dict saved from inside torch's DataParallel (every name `module.`-prefixed) without the prefix."""
     if state_dict and all(isinstance(k, str) and k.startswith(_DATA_PARALLEL_PREFIX) for k in state_dict):
-        return {k[len(_DATA_PARALLEL_PREFIX):]: v for k, v in state_dict.items()}
+        return {k[len(_DATA_PARALLEL_PREFIX) :]: v for k, v in state_dict.items()}
     return state_dict
 
 
-def convert_adam_state(optimizer: Any, networks: tuple[str, ...], state_dicts: dict, where: str = "optimizer") -> Optional[dict]:
+def convert_adam_state(
+    optimizer: Any, networks: tuple[str, ...], state_dicts: dict, where: str = "optimizer"
+) -> dict | None:
     """The original's Adam moments as {network: {'mu': tree, 'nu': tree}} plus 'step'; None if it has none.
 
     torch's `param_groups[*]['params']` give, in the order of the networks' parameters, the
@@ -217,7 +224,9 @@ def convert_adam_state(optimizer: Any, networks: tuple[str, ...], state_dicts: d
     names = [(network, name) for network in networks for name in _parameter_names(state_dicts[network])]
     indices = [index for group in optimizer["param_groups"] for index in group.get("params", [])]
     if len(indices) != len(names):
-        raise ConversionError(f"{where}: its param_groups list {len(indices)} parameters, the networks {networks} have {len(names)}")
+        raise ConversionError(
+            f"{where}: its param_groups list {len(indices)} parameters, the networks {networks} have {len(names)}"
+        )
     strays = sorted(set(state) - set(indices), key=str)
     if strays:
         raise ConversionError(f"{where}: state entries {strays[:5]} belong to no parameter of param_groups")
@@ -236,7 +245,9 @@ def convert_adam_state(optimizer: Any, networks: tuple[str, ...], state_dicts: d
             raise ConversionError(f"{where}: entry {index} ({network}.{name}) is not Adam's state (has {keys})")
         for key in ("exp_avg", "exp_avg_sq"):
             if np.shape(entry[key]) != parameter.shape:
-                raise ConversionError(f"{where}: entry {index} {key} is {np.shape(entry[key])}, its parameter {network}.{name} is {parameter.shape}")
+                raise ConversionError(
+                    f"{where}: entry {index} {key} is {np.shape(entry[key])}, its parameter {network}.{name} is {parameter.shape}"
+                )
         moments[network]["mu"][path] = torch_to_flax_layout(np.asarray(entry["exp_avg"], np.float32))
         moments[network]["nu"][path] = torch_to_flax_layout(np.asarray(entry["exp_avg_sq"], np.float32))
         steps.add(int(np.asarray(entry["step"])))
@@ -250,9 +261,11 @@ def _refusal(path: Path, error: Exception) -> str:
     message = str(error)
     needed = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
     if needed:
-        return (f"{path}: refused: loading it would run code from the file (it pickles {needed.group(1)}, not only "
-                "tensors), and checkpoints are read with torch.load(weights_only=True) only; save a dict of state dicts "
-                "instead (torch.save({'generator': generator.state_dict(), ...}))")
+        return (
+            f"{path}: refused: loading it would run code from the file (it pickles {needed.group(1)}, not only "
+            "tensors), and checkpoints are read with torch.load(weights_only=True) only; save a dict of state dicts "
+            "instead (torch.save({'generator': generator.state_dict(), ...}))"
+        )
     return f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {' '.join(message.split())[:200]})"
 
 
@@ -276,7 +289,9 @@ def read_torch_checkpoint(path: str | Path) -> dict:
     except Exception as error:  # torch raises many kinds (UnpicklingError, RuntimeError, EOFError...)
         raise ConversionError(_refusal(path, error)) from None
     if not isinstance(raw, dict):
-        raise ConversionError(f"{path}: expected a dict of state dicts (generator, region_predictor, ...), got {type(raw).__name__}")
+        raise ConversionError(
+            f"{path}: expected a dict of state dicts (generator, region_predictor, ...), got {type(raw).__name__}"
+        )
 
     def to_numpy(value):
         if isinstance(value, torch.Tensor):
@@ -291,7 +306,9 @@ def read_torch_checkpoint(path: str | Path) -> dict:
     return to_numpy(raw)
 
 
-def convert_checkpoint(checkpoint: dict, config, source: str = "checkpoint", optimizer: bool = True) -> tuple[dict, dict, dict]:
+def convert_checkpoint(
+    checkpoint: dict, config, source: str = "checkpoint", optimizer: bool = True
+) -> tuple[dict, dict, dict]:
     """(variables, optimizer_state, meta) from a read checkpoint and a config.
 
     Every network of the config must be in the checkpoint except `avd_network`
@@ -319,7 +336,9 @@ def convert_checkpoint(checkpoint: dict, config, source: str = "checkpoint", opt
         variables[network], network_problems = convert_state_dict(network, state_dict, expected[network])
         problems += network_problems
     if problems:
-        raise ConversionError(f"{source} does not fit the config ({len(problems)} problems):\n  " + "\n  ".join(problems))
+        raise ConversionError(
+            f"{source} does not fit the config ({len(problems)} problems):\n  " + "\n  ".join(problems)
+        )
     if meta["random_init"]:
         fresh = init_variables(networks, jax.random.PRNGKey(0), frame_shape, meta["random_init"])
         for network in meta["random_init"]:
@@ -362,7 +381,11 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", required=True, help="the original's .pth file")
     parser.add_argument("--output", required=True, help="directory to write (must not exist unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    parser.add_argument("--skip_optimizer", action="store_true", help="weights only: do not read the Adam moments (inference needs none)")
+    parser.add_argument(
+        "--skip_optimizer",
+        action="store_true",
+        help="weights only: do not read the Adam moments (inference needs none)",
+    )
     args = parser.parse_args(argv)
 
     from mraa_jax.model_dir import save_model_dir

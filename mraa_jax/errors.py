@@ -6,6 +6,7 @@ cannot be decoded) raises an `InputError` whose first line names the file or the
 and says what was expected. Catch `mraa_jax.InputError` to handle them all; anything
 else that escapes is a bug.
 """
+
 from __future__ import annotations
 
 

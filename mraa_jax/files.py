@@ -1,11 +1,12 @@
 """Writing results so that a failed or killed run leaves no partial file behind."""
+
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from mraa_jax.errors import InputError
 

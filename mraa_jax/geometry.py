@@ -5,6 +5,7 @@ with x along the width. Sampling and resizing follow PyTorch's `grid_sample` and
 `interpolate` (align_corners=False) because converted weights were trained on
 exactly those, including their border behaviour.
 """
+
 from __future__ import annotations
 
 import functools
@@ -188,7 +189,7 @@ def antialias_kernel(scale: float) -> np.ndarray:
     return (kernel / kernel.sum()).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _antialias_matrix(size: int, scale: float) -> np.ndarray:
     """(floor(size * scale), size): blur with zero padding k//2, then keep every (1/scale)-th sample."""
     one_d = _antialias_1d(scale)

@@ -1,7 +1,9 @@
 """Training losses of the paper and the original: perceptual pyramid, equivariance, AVD reconstruction."""
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -15,7 +17,21 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # torchvision vgg19().features: conv layer indices and widths up to relu5_1, and
 # the slices [0:2], [2:7], [7:12], [12:21], [21:30] that end at relu1_1 ... relu5_1.
-VGG19_CONVS = ((0, 64), (2, 64), (5, 128), (7, 128), (10, 256), (12, 256), (14, 256), (16, 256), (19, 512), (21, 512), (23, 512), (25, 512), (28, 512))
+VGG19_CONVS = (
+    (0, 64),
+    (2, 64),
+    (5, 128),
+    (7, 128),
+    (10, 256),
+    (12, 256),
+    (14, 256),
+    (16, 256),
+    (19, 512),
+    (21, 512),
+    (23, 512),
+    (25, 512),
+    (28, 512),
+)
 VGG19_POOLS_BEFORE = (5, 10, 19, 28)  # a 2x2 max pool precedes these convs
 VGG19_OUTPUT_AFTER = (0, 5, 10, 19, 28)  # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
 
@@ -46,7 +62,9 @@ class VGG19Features(nn.Module):
         return outputs
 
 
-def perceptual_loss(vgg_fn, prediction: jax.Array, target: jax.Array, scales: Sequence[float], weights: Sequence[float]) -> jax.Array:
+def perceptual_loss(
+    vgg_fn, prediction: jax.Array, target: jax.Array, scales: Sequence[float], weights: Sequence[float]
+) -> jax.Array:
     """sum over scales and layers of w_layer * mean|f(pred) - f(target)|; the target side has no gradient.
 
     vgg_fn: images -> list of 5 feature maps. Each scale downsamples both images
@@ -87,13 +105,22 @@ class EquivarianceTransform:
     radial term uses the L1 distance and one scalar is added to both x and y.
     """
 
-    def __init__(self, theta: jax.Array, control_params: jax.Array | None = None, control_points: jax.Array | None = None):
+    def __init__(
+        self, theta: jax.Array, control_params: jax.Array | None = None, control_points: jax.Array | None = None
+    ):
         self.theta = theta
         self.control_params = control_params
         self.control_points = control_points
 
     @classmethod
-    def random(cls, rng: jax.Array, batch: int, sigma_affine: float, sigma_tps: float | None = None, points_tps: int | None = None):
+    def random(
+        cls,
+        rng: jax.Array,
+        batch: int,
+        sigma_affine: float,
+        sigma_tps: float | None = None,
+        points_tps: int | None = None,
+    ):
         key_affine, key_tps = jax.random.split(rng)
         theta = jnp.eye(2, 3)[None] + sigma_affine * jax.random.normal(key_affine, (batch, 2, 3))
         if sigma_tps is None or points_tps is None:
@@ -130,7 +157,9 @@ class EquivarianceTransform:
         """The frame (B, H, W, C) sampled at the warped identity grid, reflection padding."""
         batch, height, width, _ = frame.shape
         grid = geometry.make_coordinate_grid(height, width, frame.dtype).reshape(1, -1, 2)
-        warped = self.warp_coordinates(jnp.broadcast_to(grid, (batch,) + grid.shape[1:])).reshape(batch, height, width, 2)
+        warped = self.warp_coordinates(jnp.broadcast_to(grid, (batch,) + grid.shape[1:])).reshape(
+            batch, height, width, 2
+        )
         return geometry.grid_sample(frame, warped, padding_mode="reflection")
 
 

@@ -11,12 +11,12 @@ tensorboard/, train-vis/, model/):
     animation/<source>-<driving>.mp4  a test figure animated by another test figure's clip
     summary.json                   where everything is, the scores and the wall times
 """
+
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -29,8 +29,12 @@ HELDOUT_RECORDS = 12  # about this many tracker records over the reconstruction 
 
 def _pipeline(summary, params, dataset_params, seed: int):
     return data.training_pairs(
-        data.open_split(summary.dataset_dir, "train"), params.batch_size, seed=seed, num_repeats=params.num_repeats,
-        id_sampling=dataset_params.id_sampling, augmentation=dataset_params.augmentation_params,
+        data.open_split(summary.dataset_dir, "train"),
+        params.batch_size,
+        seed=seed,
+        num_repeats=params.num_repeats,
+        id_sampling=dataset_params.id_sampling,
+        augmentation=dataset_params.augmentation_params,
     )
 
 
@@ -71,7 +75,15 @@ def plot_curves(records: list[dict], path) -> Path:
     return path
 
 
-def run_main_job(config, workdir, data_dir: str, *, seed: int = 0, max_steps: Optional[int] = None, avd_max_steps: Optional[int] = None) -> dict:
+def run_main_job(
+    config,
+    workdir,
+    data_dir: str,
+    *,
+    seed: int = 0,
+    max_steps: int | None = None,
+    avd_max_steps: int | None = None,
+) -> dict:
     """Everything in the module docstring; returns (and writes to summary.json) what was produced."""
     import mraa_jax
     from mraa_jax.evaluation import runs
@@ -86,7 +98,9 @@ def run_main_job(config, workdir, data_dir: str, *, seed: int = 0, max_steps: Op
     summary = runs.prepare_dataset(config, data_dir)
     test = _test_videos(summary)
     if len(test) < 2:
-        raise ValueError(f"{summary.dataset_dir}: the main job needs at least 2 test videos (one to animate, one to drive it), found {len(test)}")
+        raise ValueError(
+            f"{summary.dataset_dir}: the main job needs at least 2 test videos (one to animate, one to drive it), found {len(test)}"
+        )
     times["dataset_s"] = time.perf_counter() - start
 
     tick = time.perf_counter()
@@ -94,13 +108,17 @@ def run_main_job(config, workdir, data_dir: str, *, seed: int = 0, max_steps: Op
     total_steps = max_steps or config.train_params.num_epochs * pipeline.steps_per_epoch
     heldout = np.stack([v["video"] for v in test[:HELDOUT_VIDEOS]])
     tracker = HeldOutTracker(config, heldout, max(1, total_steps // HELDOUT_RECORDS), workdir / "heldout.jsonl")
-    state = train_reconstruction(config, workdir, pipeline, steps_in_epoch=pipeline.steps_per_epoch, max_steps=max_steps, seed=seed, hook=tracker)
+    state = train_reconstruction(
+        config, workdir, pipeline, steps_in_epoch=pipeline.steps_per_epoch, max_steps=max_steps, seed=seed, hook=tracker
+    )
     tracker.record(state, int(state.step))
     times["reconstruction_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
     avd_pipeline = _pipeline(summary, config.train_avd_params, config.dataset_params, seed)
-    train_avd(config, workdir, avd_pipeline, steps_in_epoch=avd_pipeline.steps_per_epoch, max_steps=avd_max_steps, seed=seed)
+    train_avd(
+        config, workdir, avd_pipeline, steps_in_epoch=avd_pipeline.steps_per_epoch, max_steps=avd_max_steps, seed=seed
+    )
     times["avd_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
@@ -115,23 +133,42 @@ def run_main_job(config, workdir, data_dir: str, *, seed: int = 0, max_steps: Op
 
     tick = time.perf_counter()
     mode = config.animate_params.mode
-    pair = runs.animate_pairs(model, [{"source_video": test[0]["video"], "driving_video": test[1]["video"],
-                                       "source_name": test[0]["name"], "driving_name": test[1]["name"]}],
-                              workdir / "animation", mode, chunk_size=32)[0]
+    pair = runs.animate_pairs(
+        model,
+        [
+            {
+                "source_video": test[0]["video"],
+                "driving_video": test[1]["video"],
+                "source_name": test[0]["name"],
+                "driving_name": test[1]["name"],
+            }
+        ],
+        workdir / "animation",
+        mode,
+        chunk_size=32,
+    )[0]
     times["animation_s"] = time.perf_counter() - tick
 
     curve = plot_curves(read_records(workdir / "heldout.jsonl"), workdir / "loss_curve.png")
     times["total_s"] = time.perf_counter() - start
     result = {
         "outputs": {
-            "model": str(workdir / "model"), "checkpoints": str(workdir / "checkpoints"), "log": str(workdir / "log.txt"),
-            "tensorboard": str(workdir / "tensorboard"), "train_vis": str(workdir / "train-vis"),
-            "heldout_records": str(workdir / "heldout.jsonl"), "loss_curve": str(curve),
-            "evaluation": str(workdir / "eval" / "metrics.json"), "animation": pair["video"],
+            "model": str(workdir / "model"),
+            "checkpoints": str(workdir / "checkpoints"),
+            "log": str(workdir / "log.txt"),
+            "tensorboard": str(workdir / "tensorboard"),
+            "train_vis": str(workdir / "train-vis"),
+            "heldout_records": str(workdir / "heldout.jsonl"),
+            "loss_curve": str(curve),
+            "evaluation": str(workdir / "eval" / "metrics.json"),
+            "animation": pair["video"],
         },
         "scores": {
-            "test_videos": scores["num_videos"], "l1": scores["overall"]["l1"], "copy_source_l1": copy_l1,
-            "l1_ratio_to_copy_source": scores["l1_ratio_to_copy_source"], "psnr": scores["overall"].get("psnr"),
+            "test_videos": scores["num_videos"],
+            "l1": scores["overall"]["l1"],
+            "copy_source_l1": copy_l1,
+            "l1_ratio_to_copy_source": scores["l1_ratio_to_copy_source"],
+            "psnr": scores["overall"].get("psnr"),
             "ssim": scores["overall"].get("ssim"),
         },
         "region_placement": scores.get("region_placement"),
@@ -146,9 +183,11 @@ def _placement_line(r: dict) -> str:
     def show(name, spec):
         return "n/a" if r[name] is None else format(r[name], spec)
 
-    return (f"regions ({r['frames']} test frames): {show('centres_on_figure', '.0%')} of centres on the figures,"
-            f" {show('centres_on_limbs', '.0%')} on limbs; {show('limb_coverage', '.0%')} of limbs hold a centre;"
-            f" centre spread {show('centre_spread_px', '.1f')} px (figure {show('figure_spread_px', '.1f')} px)")
+    return (
+        f"regions ({r['frames']} test frames): {show('centres_on_figure', '.0%')} of centres on the figures,"
+        f" {show('centres_on_limbs', '.0%')} on limbs; {show('limb_coverage', '.0%')} of limbs hold a centre;"
+        f" centre spread {show('centre_spread_px', '.1f')} px (figure {show('figure_spread_px', '.1f')} px)"
+    )
 
 
 def format_summary(result: dict) -> str:

@@ -11,12 +11,13 @@ do the numerically sensitive parts: the output convs and their softmax/sigmoid, 
 region parameters and their SVD, BatchNorm statistics, warping and the AVD network
 (a small MLP whose inputs and outputs are region parameters).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import types
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +46,7 @@ class Networks:
     compute_dtype: Any = jnp.float32  # of the convs (model_params.compute_dtype); the VGG loss uses it too
 
 
-def build_networks(model_params: ml_collections.ConfigDict, bn_axis_name: Optional[str] = None) -> Networks:
+def build_networks(model_params: ml_collections.ConfigDict, bn_axis_name: str | None = None) -> Networks:
     """Flax modules from `config.model_params`, as the original's run.py builds them.
 
     `bn_axis_name`: device axis over which train-mode BatchNorm statistics are
@@ -54,7 +55,9 @@ def build_networks(model_params: ml_collections.ConfigDict, bn_axis_name: Option
     mp = model_params
     compute_dtype = mp.compute_dtype
     if compute_dtype not in COMPUTE_DTYPES:
-        raise InputError(f"model_params.compute_dtype: expected one of {', '.join(COMPUTE_DTYPES)}, got {compute_dtype!r}")
+        raise InputError(
+            f"model_params.compute_dtype: expected one of {', '.join(COMPUTE_DTYPES)}, got {compute_dtype!r}"
+        )
     dtype = jnp.dtype(compute_dtype)
     rp = mp.region_predictor_params
     region_predictor = RegionPredictor(
@@ -124,11 +127,17 @@ def init_variables(networks: Networks, rng: jax.Array, frame_shape, names=NETWOR
     image = jax.ShapeDtypeStruct((1, h, w, c), jnp.float32)
     matrices = jax.ShapeDtypeStruct((1, k, 2, 2), jnp.float32)
     params = RegionParams(shift=jax.ShapeDtypeStruct((1, k, 2), jnp.float32), covar=matrices, affine=matrices)
-    inputs = {"region_predictor": (image,), "bg_predictor": (image, image), "generator": (image, params, params), "avd_network": (params, params)}
+    inputs = {
+        "region_predictor": (image,),
+        "bg_predictor": (image, image),
+        "generator": (image, params, params),
+        "avd_network": (params, params),
+    }
     keys = dict(zip(NETWORKS, jax.random.split(rng, len(NETWORKS))))
     variables = {}
     for name in names:
-        init = jax.jit(lambda key, module=getattr(networks, name), args=inputs[name]: module.lazy_init(key, *args))
+        module, args = getattr(networks, name), inputs[name]
+        init = jax.jit(lambda key, module=module, args=args: module.lazy_init(key, *args))
         variables[name] = {"params": {}, "batch_stats": {}, **dict(init(keys[name]))}
     return variables
 
@@ -142,7 +151,9 @@ class MRAA:
     >>> video = model.animate(image, frames, mode="relative")
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, variables: dict[str, dict], untrained=(), source: str = "this model"):
+    def __init__(
+        self, config: ml_collections.ConfigDict, variables: dict[str, dict], untrained=(), source: str = "this model"
+    ):
         """untrained: networks whose variables are random because the checkpoint lacks them
         (a first-stage checkpoint has no `avd_network`); source: where the model came from, for messages."""
         self.config = config
@@ -163,12 +174,12 @@ class MRAA:
         )
 
     @classmethod
-    def random(cls, config: ml_collections.ConfigDict, seed: int = 0) -> "MRAA":
+    def random(cls, config: ml_collections.ConfigDict, seed: int = 0) -> MRAA:
         """Randomly initialised model (PyTorch's default initialisation) for the config's frame shape."""
         networks = build_networks(config.model_params)
         return cls(config, init_variables(networks, jax.random.PRNGKey(seed), config_frame_shape(config)))
 
-    def with_compute_dtype(self, compute_dtype: str) -> "MRAA":
+    def with_compute_dtype(self, compute_dtype: str) -> MRAA:
         """The same model (same variables) computing in `compute_dtype`: "float32" or "bfloat16"."""
         from mraa_jax.config import validate_config
 
@@ -181,8 +192,10 @@ class MRAA:
         """InputError unless this model can animate in `mode`: "avd" needs a trained AVD network."""
         animation.check_mode(mode)
         if mode == "avd" and "avd_network" in self.untrained:
-            raise InputError(f"{self.source}: the checkpoint has no AVD network (the second stage trains it: "
-                             "launch_train.py --mode train_avd); animate with mode 'standard' or 'relative'")
+            raise InputError(
+                f"{self.source}: the checkpoint has no AVD network (the second stage trains it: "
+                "launch_train.py --mode train_avd); animate with mode 'standard' or 'relative'"
+            )
 
     # -- single steps ---------------------------------------------------------
 
@@ -200,19 +213,33 @@ class MRAA:
             raise InputError(f"source and driving must have the same shape, got {source.shape} and {driving.shape}")
         return self._background(self.variables["bg_predictor"], source, driving)
 
-    def generate(self, source: jax.Array, source_params: RegionParams, driving_params: RegionParams, bg: Optional[jax.Array] = None) -> dict:
+    def generate(
+        self,
+        source: jax.Array,
+        source_params: RegionParams,
+        driving_params: RegionParams,
+        bg: jax.Array | None = None,
+    ) -> dict:
         """Render `source` in the driving regions: prediction, deformed, optical_flow, occlusion_map (or None)."""
         return self._generate(
-            self.variables["generator"], self._batch(source, "source"), source_params.without_heatmap(), driving_params.without_heatmap(), bg
+            self.variables["generator"],
+            self._batch(source, "source"),
+            source_params.without_heatmap(),
+            driving_params.without_heatmap(),
+            bg,
         )
 
     def avd(self, source_params: RegionParams, driving_params: RegionParams) -> RegionParams:
         """Driving pose re-expressed for the source identity by the AVD network."""
-        return self._avd(self.variables["avd_network"], source_params.without_heatmap(), driving_params.without_heatmap())
+        return self._avd(
+            self.variables["avd_network"], source_params.without_heatmap(), driving_params.without_heatmap()
+        )
 
     # -- animation ------------------------------------------------------------
 
-    def animate(self, source_image: jax.Array, driving_frames: jax.Array, mode: str = "relative", chunk_size: int = 16) -> jax.Array:
+    def animate(
+        self, source_image: jax.Array, driving_frames: jax.Array, mode: str = "relative", chunk_size: int = 16
+    ) -> jax.Array:
         """Animate one (H, W, C) image with (T, H, W, C) driving frames; returns (T, H, W, C).
 
         The source is encoded once; driving frames go through the networks in
@@ -220,7 +247,9 @@ class MRAA:
         serves any video length.
         """
         self.check_mode(mode)
-        source_image, driving_frames = check_animation_inputs(source_image, driving_frames, self.config.model_params.num_channels)
+        source_image, driving_frames = check_animation_inputs(
+            source_image, driving_frames, self.config.model_params.num_channels
+        )
         source = source_image[None]
         source_params = self.regions(source).without_heatmap()
         initial = self.regions(driving_frames[:1]).without_heatmap()
@@ -228,9 +257,9 @@ class MRAA:
         variables = jax.device_put(self.variables)  # once: jit would copy host (NumPy) weights in every chunk call
         levels = self.jitted.encode(variables["generator"], source)
         outputs = [
-            self.jitted.animation_chunk(variables, source, levels, source_params, initial, chunk, jnp.float32(scale), mode=mode, visual=False)[
-                "prediction"
-            ][:valid]
+            self.jitted.animation_chunk(
+                variables, source, levels, source_params, initial, chunk, jnp.float32(scale), mode=mode, visual=False
+            )["prediction"][:valid]
             for chunk, valid in padded_chunks(driving_frames, chunk_size)
         ]
         return jnp.concatenate(outputs)
@@ -246,8 +275,20 @@ class MRAA:
 ANIMATION_CHUNK_MODES = animation.MODES + ("reconstruction",)
 
 
-def animation_chunk(nets: Networks, variables, source, levels, source_params, initial, chunk, scale, *, mode: str, visual: bool,
-                    driving_full: Optional[RegionParams] = None) -> dict:
+def animation_chunk(
+    nets: Networks,
+    variables,
+    source,
+    levels,
+    source_params,
+    initial,
+    chunk,
+    scale,
+    *,
+    mode: str,
+    visual: bool,
+    driving_full: RegionParams | None = None,
+) -> dict:
     """Outputs for a chunk (B, H, W, C) of driving frames, given the encoded (1, ...) source.
 
     mode: an animation mode, or "reconstruction" (the driving frames' own regions and the
@@ -272,7 +313,9 @@ def animation_chunk(nets: Networks, variables, source, levels, source_params, in
         params = animation.animation_params(mode, source_params, driving, initial, scale, avd_fn)
     gen = variables["generator"]
     motion = nets.generator.apply(gen, sources, params, source_params, bg, method=Generator.motion)
-    out = {"prediction": nets.generator.apply(gen, sources, [expand(x) for x in levels], motion, method=Generator.decode)}
+    out = {
+        "prediction": nets.generator.apply(gen, sources, [expand(x) for x in levels], motion, method=Generator.decode)
+    }
     if visual:
         out["deformed"] = warp(sources, motion["optical_flow"])
         if motion.get("occlusion_map") is not None:
@@ -306,7 +349,9 @@ def check_animation_inputs(source_image, driving_frames, channels: int) -> tuple
     if driving_frames.shape[0] == 0:
         raise InputError("animate needs at least one driving frame, got 0 frames")
     if driving_frames.shape[1:] != source_image.shape:
-        raise InputError(f"driving frames {driving_frames.shape[1:]} must have the source image's shape {source_image.shape}")
+        raise InputError(
+            f"driving frames {driving_frames.shape[1:]} must have the source image's shape {source_image.shape}"
+        )
     if source_image.shape[-1] != channels:
         raise InputError(f"source_image has {source_image.shape[-1]} channels, the model expects {channels}")
     return source_image, driving_frames

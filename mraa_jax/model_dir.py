@@ -1,10 +1,11 @@
 """A model directory: the config and the variables of a model, written atomically.
 
-    <dir>/config.yaml     the ConfigDict (readable by `mraa_jax.config.load_config`)
-    <dir>/variables/      orbax checkpoint {network: {'params', 'batch_stats'}}
-    <dir>/optimizer/      orbax checkpoint of the original's Adam moments, when converted with them
-    <dir>/meta.json       where it came from, epochs, networks that were randomly initialised
+<dir>/config.yaml     the ConfigDict (readable by `mraa_jax.config.load_config`)
+<dir>/variables/      orbax checkpoint {network: {'params', 'batch_stats'}}
+<dir>/optimizer/      orbax checkpoint of the original's Adam moments, when converted with them
+<dir>/meta.json       where it came from, epochs, networks that were randomly initialised
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,9 @@ OPTIMIZER_DIR = "optimizer"
 META_FILE = "meta.json"
 
 
-def save_model_dir(path, config, variables: dict, optimizer: dict | None = None, meta: dict | None = None, overwrite: bool = False) -> Path:
+def save_model_dir(
+    path, config, variables: dict, optimizer: dict | None = None, meta: dict | None = None, overwrite: bool = False
+) -> Path:
     """Write a model directory; it appears whole or not at all (written beside, then renamed)."""
     path = Path(path).absolute()
     if path.exists() and not overwrite:
@@ -75,7 +78,9 @@ def _restore(directory: Path) -> dict:
     try:
         return ocp.StandardCheckpointer().restore(directory)
     except Exception as error:  # orbax and tensorstore raise many kinds for damaged files
-        raise CheckpointError(f"{directory}: not a readable checkpoint ({type(error).__name__}: {' '.join(str(error).split())[:200]})") from None
+        raise CheckpointError(
+            f"{directory}: not a readable checkpoint ({type(error).__name__}: {' '.join(str(error).split())[:200]})"
+        ) from None
 
 
 def load_variables(path) -> dict:

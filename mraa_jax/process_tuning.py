@@ -17,6 +17,7 @@ The training steps compile with `training_compiler_options(devices)`, the convol
 for CPUs. Each XLA option is used only where the installed jaxlib accepts it; otherwise it is
 left out with one warning. Figures: docs/performance.md.
 """
+
 from __future__ import annotations
 
 import functools
@@ -105,7 +106,9 @@ def _compiler_option_accepted(name: str, value) -> bool:
     try:
         jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(jnp.zeros((), jnp.float32)).compile()
     except jax.errors.JaxRuntimeError as e:
-        warnings.warn(f"XLA compiler option {name}={value} left out: {str(e).splitlines()[0]}", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"XLA compiler option {name}={value} left out: {str(e).splitlines()[0]}", RuntimeWarning, stacklevel=3
+        )
         return False
     return True
 

@@ -6,6 +6,7 @@ BASE holds every key of the published YAML files (snap-research/articulated-anim
 most of them hold (pad 0, bg_type affine, batch size 14, ...); `published(differences)`
 returns a copy with the differences, given as dotted paths, set.
 """
+
 from __future__ import annotations
 
 import copy

@@ -1,7 +1,6 @@
 """The one type that carries region parameters between modules."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
@@ -20,11 +19,11 @@ class RegionParams:
     """
 
     shift: jax.Array
-    covar: Optional[jax.Array] = None
-    affine: Optional[jax.Array] = None
-    heatmap: Optional[jax.Array] = None
+    covar: jax.Array | None = None
+    affine: jax.Array | None = None
+    heatmap: jax.Array | None = None
 
-    def without_heatmap(self) -> "RegionParams":
+    def without_heatmap(self) -> RegionParams:
         """The same params without the heatmap (what the generator and AVD take)."""
         return self.replace(heatmap=None)
 

@@ -19,6 +19,7 @@ pass of the region predictor over the first frame, and no extra host round-trip 
 which `animate` computes on the host with Qhull and the program computes with `hull_area`. Standard and
 AVD modes use no reference (the AVD network maps each frame's regions onto the source identity).
 """
+
 from __future__ import annotations
 
 import jax
@@ -70,8 +71,19 @@ def stream_step(nets, mode: str, variables, encoding, state, first, frame):
         reference = jax.tree_util.tree_map(lambda r, d: jnp.where(first, d, r), reference, own)
         own_scale = jnp.sqrt(hull_area(source_params.shift[0])) / jnp.sqrt(hull_area(own.shift[0]))
         scale = jnp.where(first, own_scale, scale)
-    out = animation_chunk(nets, variables, source, levels, source_params, reference, chunk, scale,
-                          mode=mode, visual=False, driving_full=driving_full)
+    out = animation_chunk(
+        nets,
+        variables,
+        source,
+        levels,
+        source_params,
+        reference,
+        chunk,
+        scale,
+        mode=mode,
+        visual=False,
+        driving_full=driving_full,
+    )
     return out["prediction"][0], reference, scale
 
 
@@ -115,14 +127,22 @@ class Stream:
         first = self.frames == 0
         with jax.transfer_guard("disallow"):  # nothing crosses implicitly; the frame goes explicitly
             prediction, reference, scale = stream_step_jitted(
-                self.model.networks, self.mode, self._variables, self._encoding, self._state,
-                self._first if first else self._later, jax.device_put(frame))
+                self.model.networks,
+                self.mode,
+                self._variables,
+                self._encoding,
+                self._state,
+                self._first if first else self._later,
+                jax.device_put(frame),
+            )
         if first and self.mode == "relative":
             # The scale comes back with the first frame only, to check it.
             prediction, value = jax.device_get((prediction, scale))
             if not (np.isfinite(value) and value > 0):
-                raise InputError("relative animation needs region centres that span an area (at least 3 regions, "
-                                 "not collinear), in the source image and in the first frame")
+                raise InputError(
+                    "relative animation needs region centres that span an area (at least 3 regions, "
+                    "not collinear), in the source image and in the first frame"
+                )
         else:
             prediction = jax.device_get(prediction)
         self._state = (reference, scale)

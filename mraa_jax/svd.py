@@ -50,6 +50,7 @@ division or square root is not correctly rounded (TPU) can differ from LAPACK
 in the last bit, which can flip a sign only at exact ties of the comparisons
 (xBDSQR's split threshold, the final sort).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -239,7 +240,7 @@ def _lasv2(f: jax.Array, g: jax.Array, h: jax.Array, eps) -> _Lasv2:
     htn = _where_ok(normal, ht, 0)
     fan, han = jnp.abs(ftn), jnp.abs(htn)
     d = fan - han
-    l = jnp.where(d == fan, one, d / fan)  # d == fa copes with infinite f or h
+    l = jnp.where(d == fan, one, d / fan)  # noqa: E741 (LAPACK dlasv2's name); d == fa copes with infinite f or h
     m = _rounded(gtn / ftn)  # else XLA turns m / x into gtn / (ftn * x)
     t = 2 - l
     mm = _rounded(m * m)
@@ -258,7 +259,7 @@ def _lasv2(f: jax.Array, g: jax.Array, h: jax.Array, eps) -> _Lasv2:
     )
     t_gen = (m / (s + t) + m / _where_ok(~mm_zero, r + l, 1)) * (1 + a)
     t = jnp.where(mm_zero, t_tiny, t_gen)
-    l = _rounded(jnp.sqrt(_rounded(t * t) + 4))  # else XLA turns 2 / sqrt(.) into 2 * rsqrt(.)
+    l = _rounded(jnp.sqrt(_rounded(t * t) + 4))  # noqa: E741 (as above); else XLA turns 2 / sqrt(.) into 2 * rsqrt(.)
     crt_n = 2 / l
     srt_n = t / l
     clt_n = (crt_n + _rounded(srt_n * m)) / a

@@ -4,6 +4,7 @@ torchvision's `vgg19-dcbabf67.pth` (a state dict: `features.<i>.weight/bias`,
 `classifier...`) is what PyTorch users have cached, usually under
 ~/.cache/torch/hub/checkpoints/. Only the convolutions up to relu5_1 are used.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

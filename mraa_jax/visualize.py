@@ -4,9 +4,8 @@ Columns: source with region centres, transformed frame (training only), driving
 with region centres, deformed source, prediction, occlusion map, driving and
 source heatmaps coloured by region (gist_rainbow). One row per batch element.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import numpy as np
 
@@ -63,9 +62,9 @@ def visualize(
     prediction: np.ndarray,
     source_params=None,
     driving_params=None,
-    deformed: Optional[np.ndarray] = None,
-    occlusion_map: Optional[np.ndarray] = None,
-    transformed_frame: Optional[np.ndarray] = None,
+    deformed: np.ndarray | None = None,
+    occlusion_map: np.ndarray | None = None,
+    transformed_frame: np.ndarray | None = None,
     kp_size: int = 2,
     max_rows: int = 8,
 ) -> np.ndarray:
@@ -101,4 +100,3 @@ def _with_centres(image, params, index: int, kp_size: int) -> np.ndarray:
 def _rgb(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image, np.float32)
     return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
-

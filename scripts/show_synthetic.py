@@ -7,6 +7,7 @@ Clips are those of the built-in dataset (`mraa_jax.data.figures.make_clip`) with
 seed/split/size/frames, rendered directly (nothing is built). With --overlay, the joints
 (pivots) are marked in red so the articulation can be checked by eye.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,10 @@ def grid(args) -> np.ndarray:
         if args.overlay:
             for k, t in enumerate(picks):
                 for x, y in clip.joints[t]:
-                    xi, yi = int(np.clip(round(x - 0.5), 0, args.size - 1)), int(np.clip(round(y - 0.5), 0, args.size - 1))
+                    xi, yi = (
+                        int(np.clip(round(x - 0.5), 0, args.size - 1)),
+                        int(np.clip(round(y - 0.5), 0, args.size - 1)),
+                    )
                     frames[k, yi, xi] = (255, 0, 0)
         pad = np.full((args.columns, args.size, 2, 3), 255, np.uint8)
         rows.append(np.concatenate([np.concatenate([f, p], 1) for f, p in zip(frames, pad)], 1))

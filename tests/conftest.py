@@ -4,6 +4,7 @@ Also gives the whole session (and the subprocesses it starts) one XLA compilatio
 many tests compile the same tiny training step, and compiling it once saves minutes on
 2 cores. Set JAX_COMPILATION_CACHE_DIR yourself to keep or inspect it.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -62,7 +63,16 @@ def converted_dir(fixture_dir, tmp_path_factory) -> Path:
     from mraa_jax.convert import main
 
     output = tmp_path_factory.mktemp("converted") / "mraa_tiny"
-    code = main(["--config", str(fixture_dir / "config.yaml"), "--checkpoint", str(fixture_dir / "checkpoint.pth"), "--output", str(output)])
+    code = main(
+        [
+            "--config",
+            str(fixture_dir / "config.yaml"),
+            "--checkpoint",
+            str(fixture_dir / "checkpoint.pth"),
+            "--output",
+            str(output),
+        ]
+    )
     assert code == 0
     return output
 

@@ -7,6 +7,7 @@ global batch and feeds its own contiguous share of it, so any layout of devices
 and processes trains on the same data. Process 0 writes all parameters,
 flattened, to --out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,9 @@ sys.path.insert(0, str(REPO / "tests"))
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--devices", type=int, default=1, help="CPU devices per process")
-    parser.add_argument("--meshes", default="", help="comma-separated device counts: train once on each sub-mesh (one process)")
+    parser.add_argument(
+        "--meshes", default="", help="comma-separated device counts: train once on each sub-mesh (one process)"
+    )
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--batch", type=int, default=4, help="global batch size")
     parser.add_argument("--no_sync_bn", action="store_true")
@@ -37,16 +40,17 @@ def main():
 
     if args.num_processes > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(f"127.0.0.1:{args.port}", num_processes=args.num_processes, process_id=args.process_id)
+        jax.distributed.initialize(
+            f"127.0.0.1:{args.port}", num_processes=args.num_processes, process_id=args.process_id
+        )
 
     import numpy as np
     import optax
+    from conftest import FIXTURE
 
     from mraa_jax.config import load_config
     from mraa_jax.model import MRAA, build_networks
     from mraa_jax.training import steps
-
-    from conftest import FIXTURE
 
     config = load_config(FIXTURE / "config.yaml")
     config.dataset_params.frame_shape = [32, 32, 3]

@@ -9,6 +9,7 @@ uninterrupted run's.
 A kill counts as "during a save" when an unfinished checkpoint directory (orbax's
 temporary one) is still there after the process died. Prints one JSON line of figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,12 @@ WORKER = HERE / "training_worker.py"
 
 
 def _worker(workdir: Path, max_steps: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(WORKER), "--workdir", str(workdir), "--max_steps", str(max_steps)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), "--workdir", str(workdir), "--max_steps", str(max_steps)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _finish(process: subprocess.Popen, timeout: float = 600) -> None:
@@ -65,7 +70,11 @@ def check_readable(workdir: Path) -> int:
     for step in steps:
         path = _stage_dir(workdir) / str(step)
         state = ocp.StandardCheckpointer().restore(path / "state")
-        progress = json.loads((path / "progress" / "metadata").read_text()) if (path / "progress" / "metadata").is_file() else None
+        progress = (
+            json.loads((path / "progress" / "metadata").read_text())
+            if (path / "progress" / "metadata").is_file()
+            else None
+        )
         if int(np.asarray(state["step"])) != step or progress is None:
             raise AssertionError(f"{path}: holds step {state['step']}, progress {progress}")
     if (workdir / "model").exists():
@@ -81,7 +90,9 @@ def final_params(workdir: Path) -> list[np.ndarray]:
     return jax.tree_util.tree_leaves(model_dir.load_variables(workdir / "model"))
 
 
-def _kill_when(process: subprocess.Popen, workdir: Path, during_save: bool, rng: random.Random, timeout: float = 300) -> bool:
+def _kill_when(
+    process: subprocess.Popen, workdir: Path, during_save: bool, rng: random.Random, timeout: float = 300
+) -> bool:
     """SIGKILL `process` once this run has written a checkpoint of its own: right when a save is
     in progress, or after a random 0-0.3 s more. Returns False if it finished first."""
     start_steps = set(complete_steps(workdir))
@@ -120,7 +131,9 @@ def run(root: Path, kills: int, during_save: int, max_steps: int, seed: int = 0,
     done = {"kills": 0, "kills_during_save": 0, "restarts": 0}
     checked = 0
     while done["kills"] < kills or done["kills_during_save"] < during_save:
-        want_save = done["kills_during_save"] < during_save and (done["kills"] >= kills - (during_save - done["kills_during_save"]) or rng.random() < 0.5)
+        want_save = done["kills_during_save"] < during_save and (
+            done["kills"] >= kills - (during_save - done["kills_during_save"]) or rng.random() < 0.5
+        )
         process = _worker(killed, max_steps)
         done["restarts"] += 1
         if not _kill_when(process, killed, want_save, rng):
@@ -139,7 +152,9 @@ def run(root: Path, kills: int, during_save: int, max_steps: int, seed: int = 0,
     deleted = _stage_dir(killed) / ".deleted"
     leftovers += [p.name for p in deleted.iterdir()] if deleted.is_dir() else []
     difference = max(float(np.max(np.abs(a - b))) for a, b in zip(final_params(reference), final_params(killed)))
-    return dict(done, checkpoints_restored=checked, leftovers=leftovers, max_abs_difference=difference, max_steps=max_steps)
+    return dict(
+        done, checkpoints_restored=checked, leftovers=leftovers, max_abs_difference=difference, max_steps=max_steps
+    )
 
 
 def main() -> None:

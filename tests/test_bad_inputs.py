@@ -6,6 +6,7 @@ case must raise mraa_jax.InputError with a one-line message naming it. No case m
 result (or a partial one) behind. A few inputs that look bad are accepted and converted
 (16-bit PNG, a one-frame video, a very large image); the table says so.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -14,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FIXTURE, REPO
 
 import mraa_jax
-from conftest import FIXTURE, REPO
 
 TINY_CONFIG = REPO / "tests" / "tiny_synthetic_config.py"
 
@@ -49,7 +50,9 @@ def _write_png_16(path: Path, image: np.ndarray) -> None:
     h, w, _ = image.shape
     rows = b"".join(b"\0" + image[y].astype(">u2").tobytes() for y in range(h))  # filter type 0 per row
     header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)  # 16 bits, truecolour
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +86,21 @@ def inputs(tmp_path_factory) -> Path:
     (folder / "truncated.mp4").write_bytes(data[: len(data) // 2])
     (folder / "text.mp4").write_text("this is not a video\n")
     (folder / "empty.mp4").write_bytes(b"")
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i", str(folder / "driving.mp4"), "-frames:v", "0",
-                    "-c:v", "libx264", str(folder / "zero_frames.mp4")], check=True)
+    subprocess.run(
+        [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-loglevel",
+            "error",
+            "-i",
+            str(folder / "driving.mp4"),
+            "-frames:v",
+            "0",
+            "-c:v",
+            "libx264",
+            str(folder / "zero_frames.mp4"),
+        ],
+        check=True,
+    )
     mixed = folder / "mixed"
     mixed.mkdir()
     iio.imwrite(mixed / "0.png", rgb(40, 40))
@@ -136,8 +152,14 @@ def run_cli(args: list[str], cwd: Path, capsys, stdin: bytes = b"") -> tuple[int
     return status, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
 
 
-DEMO = {"mode": "demo", "checkpoint": "model", "source_image": "source.png", "driving_video": "driving.mp4",
-        "result_video": "out/result.mp4", "chunk_size": "4"}
+DEMO = {
+    "mode": "demo",
+    "checkpoint": "model",
+    "source_image": "source.png",
+    "driving_video": "driving.mp4",
+    "result_video": "out/result.mp4",
+    "chunk_size": "4",
+}
 
 
 def demo(**changes) -> list[str]:
@@ -157,24 +179,66 @@ CLI_ERRORS = [
     ("truncated mp4", demo(driving_video="truncated.mp4"), "truncated.mp4: cannot decode video"),
     ("text file named .mp4", demo(driving_video="text.mp4"), "text.mp4: cannot decode video"),
     ("video with 0 frames", demo(driving_video="zero_frames.mp4"), "zero_frames.mp4: cannot decode video"),
-    ("frames folder of mixed sizes", demo(driving_video="mixed"), "1.png: frame size 40x48 differs from the folder's first frame"),
+    (
+        "frames folder of mixed sizes",
+        demo(driving_video="mixed"),
+        "1.png: frame size 40x48 differs from the folder's first frame",
+    ),
     ("missing checkpoint", demo(checkpoint="nowhere"), "checkpoint nowhere: no such file"),
     ("zero-byte checkpoint", demo(checkpoint="empty.pth", config=str(TINY_CONFIG)), "empty.pth: empty file (0 bytes)"),
-    ("text file named .pth", demo(checkpoint="text.pth", config=str(TINY_CONFIG)), "text.pth: not a readable PyTorch checkpoint"),
-    ("checkpoint that does not fit the config", demo(config="ten_regions.yaml"), "checkpoint and config do not match: region_predictor"),
-    ("YAML config with a misspelt key", demo(config="misspelt.yaml"), "misspelt.yaml: model_params.num_region: unknown field"),
+    (
+        "text file named .pth",
+        demo(checkpoint="text.pth", config=str(TINY_CONFIG)),
+        "text.pth: not a readable PyTorch checkpoint",
+    ),
+    (
+        "checkpoint that does not fit the config",
+        demo(config="ten_regions.yaml"),
+        "checkpoint and config do not match: region_predictor",
+    ),
+    (
+        "YAML config with a misspelt key",
+        demo(config="misspelt.yaml"),
+        "misspelt.yaml: model_params.num_region: unknown field",
+    ),
     ("missing config", demo(config="missing.py"), "config missing.py: no such file"),
     ("damaged model directory", demo(checkpoint="damaged"), "damaged/variables: not a readable checkpoint"),
-    ("output folder that cannot be written", demo(result_video="blocker/result.mp4"), "output blocker/result.mp4: cannot write to blocker"),
-    ("avd mode without an AVD network", demo(checkpoint="stage_one", animation_mode="avd"), "stage_one: the checkpoint has no AVD network"),
-    ("stdin (-) without --driving_size", demo(driving_video="-"), "--driving_video -: raw rgb24 frames on standard input need --driving_size WxH"),
-    ("malformed --driving_size", demo(driving_video="-", driving_size="64by48"), "--driving_size: expected WIDTHxHEIGHT in pixels (e.g. 640x480), got '64by48'"),
-    ("short last frame on stdin", demo(driving_video="-", driving_size="64x48"), "standard input: the last frame has 100 bytes, expected 9216 (64x48 rgb24"),
+    (
+        "output folder that cannot be written",
+        demo(result_video="blocker/result.mp4"),
+        "output blocker/result.mp4: cannot write to blocker",
+    ),
+    (
+        "avd mode without an AVD network",
+        demo(checkpoint="stage_one", animation_mode="avd"),
+        "stage_one: the checkpoint has no AVD network",
+    ),
+    (
+        "stdin (-) without --driving_size",
+        demo(driving_video="-"),
+        "--driving_video -: raw rgb24 frames on standard input need --driving_size WxH",
+    ),
+    (
+        "malformed --driving_size",
+        demo(driving_video="-", driving_size="64by48"),
+        "--driving_size: expected WIDTHxHEIGHT in pixels (e.g. 640x480), got '64by48'",
+    ),
+    (
+        "short last frame on stdin",
+        demo(driving_video="-", driving_size="64x48"),
+        "standard input: the last frame has 100 bytes, expected 9216 (64x48 rgb24",
+    ),
     ("nothing on stdin", demo(driving_video="-", driving_size="64x48"), "driving stream: no frames"),
-    ("reconstruction: missing dataset root", ["--mode", "reconstruction", "--checkpoint", "model", "--config", "nowhere_root.py",
-                                              "--out_dir", "out"], "dataset root nowhere (config dataset_params.root_dir): no such folder"),
-    ("reconstruction: output folder that cannot be written", ["--mode", "reconstruction", "--checkpoint", "model", "--out_dir", "blocker/eval"],
-     "--out_dir: cannot write to blocker/eval"),
+    (
+        "reconstruction: missing dataset root",
+        ["--mode", "reconstruction", "--checkpoint", "model", "--config", "nowhere_root.py", "--out_dir", "out"],
+        "dataset root nowhere (config dataset_params.root_dir): no such folder",
+    ),
+    (
+        "reconstruction: output folder that cannot be written",
+        ["--mode", "reconstruction", "--checkpoint", "model", "--out_dir", "blocker/eval"],
+        "--out_dir: cannot write to blocker/eval",
+    ),
 ]
 
 
@@ -186,12 +250,17 @@ STDIN = {"short last frame on stdin": bytes(100)}
 def nowhere_root_config(inputs):
     (inputs / "nowhere_root.py").write_text(
         f"import sys\nsys.path.insert(0, {str(REPO / 'tests')!r})\nfrom tiny_synthetic_config import get_config as base\n"
-        "def get_config():\n    c = base()\n    c.dataset_params.root_dir = 'nowhere'\n    return c\n")
+        "def get_config():\n    c = base()\n    c.dataset_params.root_dir = 'nowhere'\n    return c\n"
+    )
 
 
 def _leftovers(folder: Path) -> list[str]:
     """Results and partial results under `folder` (the out/ folder and any .partial file)."""
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if ".partial" in p.name or (p.is_file() and p.parent.name == "out"))
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if ".partial" in p.name or (p.is_file() and p.parent.name == "out")
+    )
 
 
 @pytest.mark.parametrize("case, args, message", CLI_ERRORS, ids=[c[0] for c in CLI_ERRORS])
@@ -226,20 +295,28 @@ def test_cli_accepts(case, args, frames, inputs, capsys):
 
 def test_command_line_exit_status(inputs):
     """The real command: status 1 and one line, no traceback."""
-    proc = subprocess.run([sys.executable, str(REPO / "launch_eval.py"), *demo(source_image="dot.png")], cwd=inputs,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "launch_eval.py"), *demo(source_image="dot.png")],
+        cwd=inputs,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == ["launch_eval.py: error: source image dot.png: 1x1 pixels, too small to animate "
-                                                "(need at least 16 on each side)"]
+    assert proc.stderr.strip().splitlines() == [
+        "launch_eval.py: error: source image dot.png: 1x1 pixels, too small to animate (need at least 16 on each side)"
+    ]
 
 
 def test_large_image_is_resized_without_holding_copies(inputs):
     """An 8000x8000 source (192 MB as uint8) is read and resized with at most two copies' worth of memory."""
-    code = ("import resource, sys\nfrom mraa_jax.evaluation import media\n"
-            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-            f"image = media.read_source_image({str(inputs / 'huge.png')!r})\n"
-            "small = media.crop_resize(image[None], (256, 256))\n"
-            "print(image.shape, small.shape, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
+    code = (
+        "import resource, sys\nfrom mraa_jax.evaluation import media\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"image = media.read_source_image({str(inputs / 'huge.png')!r})\n"
+        "small = media.crop_resize(image[None], (256, 256))\n"
+        "print(image.shape, small.shape, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "(8000, 8000, 3) (1, 256, 256, 3)" in proc.stdout
@@ -256,7 +333,12 @@ LOAD_ERRORS = [
     ("text file named .pth", "text.pth", TINY_CONFIG, "text.pth: not a readable PyTorch checkpoint"),
     (".pth without its config", "empty.pth", None, "empty.pth: an original checkpoint needs its config"),
     ("unknown file type", "model.txt", None, "model.txt: expected a converted model directory"),
-    ("YAML config with a misspelt key", "model", "misspelt.yaml", "misspelt.yaml: model_params.num_region: unknown field"),
+    (
+        "YAML config with a misspelt key",
+        "model",
+        "misspelt.yaml",
+        "misspelt.yaml: model_params.num_region: unknown field",
+    ),
     ("damaged model directory", "damaged", None, "damaged/variables: not a readable checkpoint"),
 ]
 
@@ -310,7 +392,9 @@ def test_builder_refuses_or_skips(case, bad, message, inputs, tmp_path):
         build_video_dataset(root, tmp_path / "tfds", on_error="stop", num_workers=1)
     assert len(str(error.value).splitlines()) == 1 and message in str(error.value), (case, str(error.value))
     assert not list((tmp_path / "tfds").rglob("dataset_info.json")), "a dataset was written"
-    summary = build_video_dataset(root, tmp_path / "tfds", on_error="skip", num_workers=1)  # the default: left out, listed
+    summary = build_video_dataset(
+        root, tmp_path / "tfds", on_error="skip", num_workers=1
+    )  # the default: left out, listed
     assert [Path(p).name for p, _ in summary.skipped] in ([bad], ["1.png"]), summary
 
 

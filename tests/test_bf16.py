@@ -4,18 +4,19 @@ On CPU (bfloat16 works there, slowly) with the converted fixture model and the f
 real frames. float32 itself is unchanged by the option: tests/test_parity.py and
 tests/test_training_parity.py hold it to the original's outputs.
 """
+
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import nhwc
+from test_training_parity import LOSS_WEIGHTS, fixture_transform
+
 from mraa_jax.config import load_config, validate_config
 from mraa_jax.model import build_networks
 from mraa_jax.training.reconstruction import RECONSTRUCTION_NETWORKS, reconstruction_losses
-from test_training_parity import LOSS_WEIGHTS, fixture_transform
 
 # Max |bf16 - f32| of the relative-mode animation of the fixture clip (6 frames, 64x64,
 # images in [0, 1]): measured 1.74e-3 (mean 5.5e-5) on CPU; the bound leaves ~2x margin.
@@ -37,7 +38,9 @@ def test_config_compute_dtype(fixture_dir):
     nets = build_networks(config.model_params)
     assert nets.compute_dtype == jnp.bfloat16 and nets.generator.dtype == jnp.bfloat16
     config.model_params.compute_dtype = "float16"
-    with pytest.raises(ValueError, match=r"model_params\.compute_dtype: expected one of float32, bfloat16, got 'float16'"):
+    with pytest.raises(
+        ValueError, match=r"model_params\.compute_dtype: expected one of float32, bfloat16, got 'float16'"
+    ):
         validate_config(config)
     with pytest.raises(ValueError, match="compute_dtype"):
         build_networks(config.model_params)

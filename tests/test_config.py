@@ -1,14 +1,14 @@
 """Tests of mraa_jax.config and the four published configs/*.py (fast, no JAX)."""
+
 import json
 import warnings
 
 import ml_collections
 import pytest
 import yaml
-
 from conftest import FIXTURES, REPO
-from mraa_jax.config import (config_from_yaml, fill_defaults, load_config, save_config,
-                             validate_config)
+
+from mraa_jax.config import config_from_yaml, fill_defaults, load_config, save_config, validate_config
 from mraa_jax.errors import ConfigError
 
 TINY_YAML = FIXTURES / "mraa_tiny" / "config.yaml"
@@ -69,8 +69,7 @@ COMMON = {
     "train_params.checkpoint_freq": 50,
     "train_params.scales": [1, 0.5, 0.25, 0.125],
     "train_params.transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5},
-    "train_params.loss_weights": {"perceptual": [10] * 5, "equivariance_shift": 10,
-                                  "equivariance_affine": 10, "l1": 0},
+    "train_params.loss_weights": {"perceptual": [10] * 5, "equivariance_shift": 10, "equivariance_affine": 10, "l1": 0},
     "train_avd_params.num_epochs": 30,
     "train_avd_params.batch_size": 256,
     "train_avd_params.checkpoint_freq": 50,
@@ -80,36 +79,54 @@ COMMON = {
     "train_avd_params.lambda_affine": 1,
     "reconstruction_params": {"num_videos": 1000, "format": ".mp4"},
     "animate_params": {"num_pairs": 50, "format": ".mp4", "mode": "avd"},
-    "visualizer_params": {"kp_size": 5, "draw_border": True, "colormap": "gist_rainbow",
-                          "region_bg_color": [1, 1, 1]},
+    "visualizer_params": {"kp_size": 5, "draw_border": True, "colormap": "gist_rainbow", "region_bg_color": [1, 1, 1]},
 }
 
 # Values that differ between the published YAML files.
 SPECIFIC = {
-    "vox256": {"dataset_params.root_dir": "data/vox-png", "dataset_params.id_sampling": True,
-               "model_params.region_predictor_params.pad": 3,
-               "model_params.bg_predictor_params.bg_type": "affine",
-               "train_params.num_repeats": 75, "train_params.batch_size": 14,
-               "train_avd_params.num_repeats": 2000, "train_avd_params.epoch_milestones": [20, 25]},
-    "taichi256": {"dataset_params.root_dir": "data/taichi-png", "dataset_params.id_sampling": True,
-                  "model_params.region_predictor_params.pad": 0,
-                  "model_params.bg_predictor_params.bg_type": "affine",
-                  "train_params.num_repeats": 150, "train_params.batch_size": 14,
-                  "train_avd_params.num_repeats": 150,
-                  "train_avd_params.epoch_milestones": [20, 25]},
-    "ted384": {"dataset_params.root_dir": "data/TED384-v2", "dataset_params.id_sampling": True,
-               "model_params.region_predictor_params.pad": 0,
-               "model_params.bg_predictor_params.bg_type": "affine",
-               "train_params.num_repeats": 150, "train_params.batch_size": 6,
-               "train_avd_params.num_repeats": 150, "train_avd_params.epoch_milestones": [20, 25]},
-    "mgif256": {"dataset_params.root_dir": "data/moving-gif", "dataset_params.id_sampling": False,
-                "dataset_params.pairs_list": None,
-                "dataset_params.augmentation_params.jitter_param": {"hue": 0.5},
-                "dataset_params.augmentation_params.crop_param": {"size": [256, 256]},
-                "model_params.region_predictor_params.pad": 0,
-                "model_params.bg_predictor_params.bg_type": "zero",
-                "train_params.num_repeats": 50, "train_params.batch_size": 14,
-                "train_avd_params.num_repeats": 50, "train_avd_params.epoch_milestones": [60, 90]},
+    "vox256": {
+        "dataset_params.root_dir": "data/vox-png",
+        "dataset_params.id_sampling": True,
+        "model_params.region_predictor_params.pad": 3,
+        "model_params.bg_predictor_params.bg_type": "affine",
+        "train_params.num_repeats": 75,
+        "train_params.batch_size": 14,
+        "train_avd_params.num_repeats": 2000,
+        "train_avd_params.epoch_milestones": [20, 25],
+    },
+    "taichi256": {
+        "dataset_params.root_dir": "data/taichi-png",
+        "dataset_params.id_sampling": True,
+        "model_params.region_predictor_params.pad": 0,
+        "model_params.bg_predictor_params.bg_type": "affine",
+        "train_params.num_repeats": 150,
+        "train_params.batch_size": 14,
+        "train_avd_params.num_repeats": 150,
+        "train_avd_params.epoch_milestones": [20, 25],
+    },
+    "ted384": {
+        "dataset_params.root_dir": "data/TED384-v2",
+        "dataset_params.id_sampling": True,
+        "model_params.region_predictor_params.pad": 0,
+        "model_params.bg_predictor_params.bg_type": "affine",
+        "train_params.num_repeats": 150,
+        "train_params.batch_size": 6,
+        "train_avd_params.num_repeats": 150,
+        "train_avd_params.epoch_milestones": [20, 25],
+    },
+    "mgif256": {
+        "dataset_params.root_dir": "data/moving-gif",
+        "dataset_params.id_sampling": False,
+        "dataset_params.pairs_list": None,
+        "dataset_params.augmentation_params.jitter_param": {"hue": 0.5},
+        "dataset_params.augmentation_params.crop_param": {"size": [256, 256]},
+        "model_params.region_predictor_params.pad": 0,
+        "model_params.bg_predictor_params.bg_type": "zero",
+        "train_params.num_repeats": 50,
+        "train_params.batch_size": 14,
+        "train_avd_params.num_repeats": 50,
+        "train_avd_params.epoch_milestones": [60, 90],
+    },
 }
 
 
@@ -141,6 +158,7 @@ def test_published_config_is_complete(published):
 
 def test_published_configs_share_keys():
     """All four configs have the same model/train keys (dataset augmentations may differ)."""
+
     def keys(d, prefix=""):
         out = set()
         for k, v in d.items():
@@ -148,6 +166,7 @@ def test_published_configs_share_keys():
             if isinstance(v, dict) and k != "augmentation_params":
                 out |= keys(v, prefix + k + ".")
         return out
+
     sets = [keys(load_config(config_path(n)).to_dict()) for n in NAMES]
     assert all(s == sets[0] for s in sets)
 
@@ -160,42 +179,60 @@ def _expected_shapes(mp):
 
     def encoder(prefix, be, in_features, n, max_features):
         chans = [in_features] + [min(max_features, be * 2 ** (i + 1)) for i in range(n)]
-        return {f"{prefix}down_blocks.{i}.conv.weight": [chans[i + 1], chans[i], 3, 3]
-                for i in range(n)}
+        return {f"{prefix}down_blocks.{i}.conv.weight": [chans[i + 1], chans[i], 3, 3] for i in range(n)}
 
     def aa_kernel(scale):  # AntiAliasInterpolation2d: sigma = (1/s - 1)/2, size 2*round(4 sigma)+1
         return 2 * round((1 / scale - 1) / 2 * 4) + 1
 
     flow_in = (k + 1) * (c * fl["use_deformed_source"] + 1)
-    shapes = {"region_predictor": {
-        **encoder("predictor.encoder.", rp["block_expansion"], c, rp["num_blocks"], rp["max_features"]),
-        "regions.weight": [k, rp["block_expansion"] + c, 7, 7],
-        "down.weight": [c, 1, aa_kernel(rp["scale_factor"]), aa_kernel(rp["scale_factor"])],
-    }}
+    shapes = {
+        "region_predictor": {
+            **encoder("predictor.encoder.", rp["block_expansion"], c, rp["num_blocks"], rp["max_features"]),
+            "regions.weight": [k, rp["block_expansion"] + c, 7, 7],
+            "down.weight": [c, 1, aa_kernel(rp["scale_factor"]), aa_kernel(rp["scale_factor"])],
+        }
+    }
     be, n, mx = gen["block_expansion"], gen["num_down_blocks"], gen["max_features"]
     shapes["generator"] = {
         "first.conv.weight": [be, c, 7, 7],
         **encoder("", be, be, n, mx),
-        **{f"up_blocks.{i}.conv.weight": [min(mx, be * 2 ** (n - i - 1)), min(mx, be * 2 ** (n - i)), 3, 3]
-           for i in range(n)},
-        **{f"bottleneck.r{i}.conv1.weight": [min(mx, be * 2 ** n)] * 2 + [3, 3]
-           for i in range(gen["num_bottleneck_blocks"])},
+        **{
+            f"up_blocks.{i}.conv.weight": [min(mx, be * 2 ** (n - i - 1)), min(mx, be * 2 ** (n - i)), 3, 3]
+            for i in range(n)
+        },
+        **{
+            f"bottleneck.r{i}.conv1.weight": [min(mx, be * 2**n)] * 2 + [3, 3]
+            for i in range(gen["num_bottleneck_blocks"])
+        },
         "final.weight": [c, be, 7, 7],
-        **encoder("pixelwise_flow_predictor.hourglass.encoder.", fl["block_expansion"], flow_in,
-                  fl["num_blocks"], fl["max_features"]),
+        **encoder(
+            "pixelwise_flow_predictor.hourglass.encoder.",
+            fl["block_expansion"],
+            flow_in,
+            fl["num_blocks"],
+            fl["max_features"],
+        ),
         "pixelwise_flow_predictor.mask.weight": [k + 1, fl["block_expansion"] + flow_in, 7, 7],
         "pixelwise_flow_predictor.down.weight": [c, 1] + [aa_kernel(fl["scale_factor"])] * 2,
     }
     if fl["estimate_occlusion_map"]:
         shapes["generator"]["pixelwise_flow_predictor.occlusion.weight"] = [1, fl["block_expansion"] + flow_in, 7, 7]
-    shapes["bg_predictor"] = {} if bg["bg_type"] == "zero" else {
-        **encoder("encoder.", bg["block_expansion"], 2 * c, bg["num_blocks"], bg["max_features"]),
-        "fc.weight": [{"shift": 2, "affine": 6, "perspective": 8}[bg["bg_type"]],
-                      min(bg["max_features"], bg["block_expansion"] * 2 ** bg["num_blocks"])],
-    }
+    shapes["bg_predictor"] = (
+        {}
+        if bg["bg_type"] == "zero"
+        else {
+            **encoder("encoder.", bg["block_expansion"], 2 * c, bg["num_blocks"], bg["max_features"]),
+            "fc.weight": [
+                {"shift": 2, "affine": 6, "perspective": 8}[bg["bg_type"]],
+                min(bg["max_features"], bg["block_expansion"] * 2 ** bg["num_blocks"]),
+            ],
+        }
+    )
     shapes["avd_network"] = {
-        "id_encoder.0.weight": [256, 6 * k], "id_encoder.9.weight": [avd["id_bottle_size"], 1024],
-        "pose_encoder.0.weight": [256, 6 * k], "pose_encoder.9.weight": [avd["pose_bottle_size"], 1024],
+        "id_encoder.0.weight": [256, 6 * k],
+        "id_encoder.9.weight": [avd["id_bottle_size"], 1024],
+        "pose_encoder.0.weight": [256, 6 * k],
+        "pose_encoder.9.weight": [avd["pose_bottle_size"], 1024],
         "decoder.0.weight": [1024, avd["id_bottle_size"] + avd["pose_bottle_size"]],
         "decoder.9.weight": [6 * k, 256],
     }
@@ -236,6 +273,7 @@ def test_fixture_yaml_loads_with_defaults():
     assert mp.avd_network_params.revert_axis_swap is True
     assert mp.generator_params.pixelwise_flow_predictor_params.region_var == 0.01
     assert cfg.animate_params.mode == "avd"
+
     # Everything the YAML holds is kept unchanged.
     def check(node, expected, prefix):
         for key, value in expected.items():
@@ -243,6 +281,7 @@ def test_fixture_yaml_loads_with_defaults():
                 check(node[key], value, f"{prefix}{key}.")
             else:
                 assert plain(node[key]) == value, prefix + key
+
     check(cfg, raw, "")
     assert mp.num_regions == 5 and mp.region_predictor_params.scale_factor == 0.5
     assert cfg.dataset_params.frame_shape == (64, 64, 3)
@@ -280,13 +319,22 @@ def test_yaml_equivalent_of_python_config(tmp_path):
 
 
 def test_load_config_accepts_configdict_without_mutating_it():
-    cfg = ml_collections.ConfigDict({"model_params": {
-        "num_regions": 4, "bg_predictor_params": {"block_expansion": 8, "max_features": 16, "num_blocks": 2},
-        "region_predictor_params": {"temperature": 0.1, "block_expansion": 8, "max_features": 16},
-        "generator_params": {"block_expansion": 8, "max_features": 16, "num_down_blocks": 1,
-                             "num_bottleneck_blocks": 1,
-                             "pixelwise_flow_predictor_params": {"block_expansion": 8, "max_features": 16,
-                                                                 "num_blocks": 2}}}})
+    cfg = ml_collections.ConfigDict(
+        {
+            "model_params": {
+                "num_regions": 4,
+                "bg_predictor_params": {"block_expansion": 8, "max_features": 16, "num_blocks": 2},
+                "region_predictor_params": {"temperature": 0.1, "block_expansion": 8, "max_features": 16},
+                "generator_params": {
+                    "block_expansion": 8,
+                    "max_features": 16,
+                    "num_down_blocks": 1,
+                    "num_bottleneck_blocks": 1,
+                    "pixelwise_flow_predictor_params": {"block_expansion": 8, "max_features": 16, "num_blocks": 2},
+                },
+            }
+        }
+    )
     before = cfg.to_dict()
     out = load_config(cfg)
     assert cfg.to_dict() == before
@@ -298,10 +346,14 @@ def test_load_config_accepts_configdict_without_mutating_it():
     assert "fast_svd" not in rp  # ignored by this library: not filled in
     assert mp.generator_params.skips is False
     fl = mp.generator_params.pixelwise_flow_predictor_params
-    assert (fl.scale_factor, fl.region_var, fl.use_covar_heatmap, fl.use_deformed_source,
-            fl.estimate_occlusion_map) == (1.0, 0.01, False, True, False)
-    assert mp.avd_network_params.to_dict() == {"id_bottle_size": 64, "pose_bottle_size": 64,
-                                               "revert_axis_swap": True}
+    assert (
+        fl.scale_factor,
+        fl.region_var,
+        fl.use_covar_heatmap,
+        fl.use_deformed_source,
+        fl.estimate_occlusion_map,
+    ) == (1.0, 0.01, False, True, False)
+    assert mp.avd_network_params.to_dict() == {"id_bottle_size": 64, "pose_bottle_size": 64, "revert_axis_swap": True}
     assert out.train_params.use_sync_bn is False
     # Float fields accept float overrides even when given as ints.
     out.model_params.region_predictor_params.scale_factor = 0.5
@@ -319,8 +371,9 @@ def test_bad_bg_type():
     d["model_params"]["bg_predictor_params"]["bg_type"] = "foo"
     with pytest.raises(ValueError) as err:
         load_config(d)
-    assert str(err.value) == ("model_params.bg_predictor_params.bg_type: expected one of zero, "
-                              "shift, affine, perspective, got 'foo'")
+    assert str(err.value) == (
+        "model_params.bg_predictor_params.bg_type: expected one of zero, shift, affine, perspective, got 'foo'"
+    )
 
 
 def test_missing_num_regions(tmp_path):
@@ -332,19 +385,31 @@ def test_missing_num_regions(tmp_path):
         load_config(path)
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("model_params.num_regions", 0, "model_params.num_regions: expected a positive int, got 0"),
-    ("model_params.num_regions", True, "model_params.num_regions: expected a positive int, got True"),
-    ("model_params.region_predictor_params.scale_factor", 1.5,
-     "model_params.region_predictor_params.scale_factor: expected a number in (0, 1], got 1.5"),
-    ("model_params.generator_params.pixelwise_flow_predictor_params.scale_factor", 0,
-     "model_params.generator_params.pixelwise_flow_predictor_params.scale_factor: "
-     "expected a number in (0, 1], got 0"),
-    ("model_params.generator_params.skips", "yes",
-     "model_params.generator_params.skips: expected true or false, got 'yes'"),
-    ("model_params.region_predictor_params.typo", 1, "model_params.region_predictor_params.typo: unknown field"),
-    ("animate_params.mode", "foo", "animate_params.mode: expected one of standard, relative, avd, got 'foo'"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("model_params.num_regions", 0, "model_params.num_regions: expected a positive int, got 0"),
+        ("model_params.num_regions", True, "model_params.num_regions: expected a positive int, got True"),
+        (
+            "model_params.region_predictor_params.scale_factor",
+            1.5,
+            "model_params.region_predictor_params.scale_factor: expected a number in (0, 1], got 1.5",
+        ),
+        (
+            "model_params.generator_params.pixelwise_flow_predictor_params.scale_factor",
+            0,
+            "model_params.generator_params.pixelwise_flow_predictor_params.scale_factor: "
+            "expected a number in (0, 1], got 0",
+        ),
+        (
+            "model_params.generator_params.skips",
+            "yes",
+            "model_params.generator_params.skips: expected true or false, got 'yes'",
+        ),
+        ("model_params.region_predictor_params.typo", 1, "model_params.region_predictor_params.typo: unknown field"),
+        ("animate_params.mode", "foo", "animate_params.mode: expected one of standard, relative, avd, got 'foo'"),
+    ],
+)
 def test_bad_values(field, value, message):
     d = _vox_dict()
     *parents, leaf = field.split(".")
@@ -467,17 +532,21 @@ def test_command_line_overrides_lists_and_unset_fields():
     from absl import flags
     from ml_collections import config_flags
 
-    argv = ["prog", f"--config={config_path('vox256')}",
-            "--config.train_params.scales=(1, 0.5)",
-            "--config.train_params.loss_weights.perceptual=[1, 2, 3, 4, 5]",
-            "--config.train_params.epoch_milestones=7",
-            "--config.dataset_params.frame_shape=(128, 128, 3)",  # null in vox256
-            "--config.dataset_params.pairs_list=pairs.csv",
-            "--config.train_params.vgg19_weights=vgg19.pth",
-            "--config.train_params.loss_weights.equivariance_shift=2.5"]
+    argv = [
+        "prog",
+        f"--config={config_path('vox256')}",
+        "--config.train_params.scales=(1, 0.5)",
+        "--config.train_params.loss_weights.perceptual=[1, 2, 3, 4, 5]",
+        "--config.train_params.epoch_milestones=7",
+        "--config.dataset_params.frame_shape=(128, 128, 3)",  # null in vox256
+        "--config.dataset_params.pairs_list=pairs.csv",
+        "--config.train_params.vgg19_weights=vgg19.pth",
+        "--config.train_params.loss_weights.equivariance_shift=2.5",
+    ]
     flag_values = flags.FlagValues()
-    holder = config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=False,
-                                             sys_argv=argv)  # as launch_train.py defines it
+    holder = config_flags.DEFINE_config_file(
+        "config", None, "", flag_values=flag_values, lock_config=False, sys_argv=argv
+    )  # as launch_train.py defines it
     flag_values(argv)
     cfg = load_config(holder.value)
     tp = cfg.train_params

@@ -1,6 +1,7 @@
 """conv2d: XLA's convolution with its own VJP (a hand-written kernel gradient on CPU for thin
 7x7 layers); how the training steps compile convolutions on CPU; upsample_conv2d: nearest x2
 upsampling then a convolution, mostly without the upsampled copy."""
+
 from __future__ import annotations
 
 import re
@@ -46,7 +47,9 @@ def test_output_patch_gradient_matches_xla(padding):
     kernel = jnp.asarray(rng.normal(size=(7, 7, 64, 3)) * 0.05, jnp.float32)
     assert kernel_gradient_method(kernel.shape) == "output_patches"
     (out, x_grad, kernel_grad), (ref_out, ref_x_grad, ref_kernel_grad) = (
-        _gradients(conv2d, x, kernel, padding), _gradients(_xla_conv, x, kernel, padding))
+        _gradients(conv2d, x, kernel, padding),
+        _gradients(_xla_conv, x, kernel, padding),
+    )
     np.testing.assert_array_equal(out, ref_out)  # the forward pass is XLA's
     np.testing.assert_array_equal(x_grad, ref_x_grad)
     # Sums of 3200 products each (2 x 40 x 40 pixels), in another order: float32 rounding only; but not XLA's rule.

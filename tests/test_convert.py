@@ -1,4 +1,5 @@
 """The converter: both torch file formats, every tensor mapped, clear refusals, model directories."""
+
 from __future__ import annotations
 
 import json
@@ -44,12 +45,22 @@ def test_model_directory_contents(converted_dir):
 def test_every_tensor_is_converted(checkpoint, config, converted_dir):
     """Each tensor of the checkpoint lands at its mapped place, transposed to our layout."""
     variables = model_dir.load_variables(converted_dir)
-    kernel = variables["generator"]["params"]["pixelwise_flow_predictor"]["hourglass"]["encoder"]["down_blocks_0"]["conv"]["kernel"]
-    np.testing.assert_array_equal(kernel, np.transpose(checkpoint["generator"]["pixelwise_flow_predictor.hourglass.encoder.down_blocks.0.conv.weight"], (2, 3, 1, 0)))
+    kernel = variables["generator"]["params"]["pixelwise_flow_predictor"]["hourglass"]["encoder"]["down_blocks_0"][
+        "conv"
+    ]["kernel"]
+    np.testing.assert_array_equal(
+        kernel,
+        np.transpose(
+            checkpoint["generator"]["pixelwise_flow_predictor.hourglass.encoder.down_blocks.0.conv.weight"],
+            (2, 3, 1, 0),
+        ),
+    )
     linear = variables["avd_network"]["params"]["decoder_9"]["kernel"]
     np.testing.assert_array_equal(linear, checkpoint["avd_network"]["decoder.9.weight"].T)
     running_var = variables["region_predictor"]["batch_stats"]["predictor"]["decoder"]["up_blocks_1"]["norm"]["var"]
-    np.testing.assert_array_equal(running_var, checkpoint["region_predictor"]["predictor.decoder.up_blocks.1.norm.running_var"])
+    np.testing.assert_array_equal(
+        running_var, checkpoint["region_predictor"]["predictor.decoder.up_blocks.1.norm.running_var"]
+    )
     for network in ("generator", "region_predictor", "bg_predictor", "avd_network"):
         stored = [k for k in checkpoint[network] if not k.endswith(("num_batches_tracked", "down.weight"))]
         assert len(stored) == len(jax.tree_util.tree_leaves(variables[network]))
@@ -94,14 +105,30 @@ def test_mismatched_checkpoint_lists_every_problem(checkpoint, config):
 
 
 def test_command_line_refuses_a_checkpoint_of_another_config(fixture_dir, tmp_path, capsys):
-    code = main(["--config", "configs/vox256.py", "--checkpoint", str(fixture_dir / "checkpoint.pth"), "--output", str(tmp_path / "out")])
+    code = main(
+        [
+            "--config",
+            "configs/vox256.py",
+            "--checkpoint",
+            str(fixture_dir / "checkpoint.pth"),
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 1
     assert "mis-shaped" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
 def test_existing_output_is_not_overwritten(fixture_dir, converted_dir, capsys):
-    args = ["--config", str(fixture_dir / "config.yaml"), "--checkpoint", str(fixture_dir / "checkpoint.pth"), "--output", str(converted_dir)]
+    args = [
+        "--config",
+        str(fixture_dir / "config.yaml"),
+        "--checkpoint",
+        str(fixture_dir / "checkpoint.pth"),
+        "--output",
+        str(converted_dir),
+    ]
     before = sorted(p.name for p in converted_dir.rglob("*"))
     assert main(args) == 1
     assert "exists; pass --overwrite" in capsys.readouterr().err

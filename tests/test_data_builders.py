@@ -1,4 +1,5 @@
 """TFDS builders (video_folder, synthetic), the records they write and the figures they hold."""
+
 from __future__ import annotations
 
 import os
@@ -9,15 +10,14 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from conftest import DRIVING_VIDEO, REPO
 from PIL import Image
 
-from conftest import DRIVING_VIDEO, REPO
 from mraa_jax.data import figures
 from mraa_jax.data.readers import read_video
 from mraa_jax.data.sources import open_dataset, open_split
 from mraa_jax.data.synthetic import build_synthetic_dataset, config_name
 from mraa_jax.data.video_folder import DatasetBuildError, build_video_dataset, split_videos
-
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +74,9 @@ def test_video_root_resized_and_read_with_plain_tfds(root, tmp_path):
     assert summary.dataset_dir.parent.parent.name == "mraa_video_folder"
     assert "16x24" in summary.dataset_dir.parent.name
     records = tfds.builder_from_directory(str(summary.dataset_dir)).as_data_source(split="train")
-    by_name = tfds.data_source(f"mraa_video_folder/{summary.dataset_dir.parent.name}", data_dir=str(tmp_path),
-                               split="train", download=False)
+    by_name = tfds.data_source(
+        f"mraa_video_folder/{summary.dataset_dir.parent.name}", data_dir=str(tmp_path), split="train", download=False
+    )
     assert len(by_name) == len(records) == 20
     first = records[0]
     assert first["frame"].shape == (16, 24, 3) and first["frame"].dtype == np.uint8
@@ -85,7 +86,7 @@ def test_video_root_resized_and_read_with_plain_tfds(root, tmp_path):
 def test_seeded_80_20_split(frames, tmp_path):
     r = tmp_path / "flat"
     for i in range(10):
-        _folder(r / f"id{i % 3}#{i:02d}", frames[i:i + 2])
+        _folder(r / f"id{i % 3}#{i:02d}", frames[i : i + 2])
     a, _ = split_videos(r, seed=0)
     b, _ = split_videos(r, seed=0)
     c, _ = split_videos(r, seed=1)
@@ -164,8 +165,9 @@ def test_synthetic_readable_by_name_with_tfds(tmp_path):
     import tensorflow_datasets as tfds
 
     build_synthetic_dataset(tmp_path, num_train=2, num_test=1, frames=3, size=16, seed=0)
-    records = tfds.data_source(f"mraa_synthetic/{config_name(2, 1, 3, 16, 0)}", data_dir=str(tmp_path), split="test",
-                               download=False)
+    records = tfds.data_source(
+        f"mraa_synthetic/{config_name(2, 1, 3, 16, 0)}", data_dir=str(tmp_path), split="test", download=False
+    )
     assert len(records) == 3 and records[2]["frame"].shape == (16, 16, 3)
 
 
@@ -187,7 +189,9 @@ def test_figures_share_one_body_plan(clips):
     for clip in clips:
         assert clip.joints.shape[1] == 4
         body = np.degrees(clip.angles[:, 0])
-        assert np.all(np.abs(body - 90) < 15 + 20 + 1e-3), "the body stays upright (rest tilt <= 15, swing <= 20 degrees)"
+        assert np.all(np.abs(body - 90) < 15 + 20 + 1e-3), (
+            "the body stays upright (rest tilt <= 15, swing <= 20 degrees)"
+        )
         offsets = clip.joints[0] - clip.centres[0]  # pivots around the body centre, image axes (y down)
         quadrants = {(bool(x > 0), bool(y > 0)) for x, y in offsets}
         assert len(quadrants) == 4, f"one pivot per quadrant of the body, got {offsets.tolist()}"
@@ -211,9 +215,26 @@ def test_figures_are_articulated_and_moving(clips):
 
 def test_show_synthetic_script(tmp_path):
     out = tmp_path / "grid.png"
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "show_synthetic.py"), "--out", str(out),
-                             "--clips", "2", "--columns", "3", "--frames", "6", "--zoom", "1", "--overlay"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "show_synthetic.py"),
+            "--out",
+            str(out),
+            "--clips",
+            "2",
+            "--columns",
+            "3",
+            "--frames",
+            "6",
+            "--zoom",
+            "1",
+            "--overlay",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     image = iio.imread(out)
     assert image.shape == (2 * (64 + 2), 3 * (64 + 2), 3)

@@ -1,4 +1,5 @@
 """Export to the original's folder layout (mraa_jax.data.export) and back through the builder."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,7 +29,9 @@ def test_export_round_trip_is_lossless(tmp_path):
 
 def test_export_sources_names_and_overwrite(tmp_path):
     rng = np.random.default_rng(0)
-    src = ArraySource({"id1#a.mp4": rng.integers(0, 255, (3, 8, 8, 3), dtype=np.uint8), "sub/dir": np.zeros((2, 8, 8, 3))})
+    src = ArraySource(
+        {"id1#a.mp4": rng.integers(0, 255, (3, 8, 8, 3), dtype=np.uint8), "sub/dir": np.zeros((2, 8, 8, 3))}
+    )
     export_to_folders({"train": src}, tmp_path)
     np.testing.assert_array_equal(read_video(tmp_path / "train" / "id1#a.mp4"), src.video(0))  # a folder, as vox-png
     assert (tmp_path / "train" / "sub_dir" / "0000001.png").is_file()

@@ -4,6 +4,7 @@ Most tests use an ArraySource of "coded" videos: frame t of video v has red = 10
 green = 10 t + 1 on its left half and black on its right half, so a batch tells which video and
 frames were sampled, and whether a horizontal flip happened.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -122,7 +123,9 @@ def test_processes_split_each_global_batch():
 
 
 def test_device_axis_and_batch_checks():
-    it = pipeline.training_pairs(coded_source(), 8, seed=0, num_repeats=4, shard=(1, 2), num_devices=2, device_axis=True)
+    it = pipeline.training_pairs(
+        coded_source(), 8, seed=0, num_repeats=4, shard=(1, 2), num_devices=2, device_axis=True
+    )
     assert next(it)["source"].shape == (2, 2, 8, 8, 3)
     with pytest.raises(ValueError, match="does not divide over 3 devices"):
         pipeline.training_pairs(coded_source(), 8, num_repeats=4, shard=(0, 2), num_devices=3)
@@ -150,8 +153,10 @@ def test_flips():
     src = coded_source()
     pair = src.frames(3, [1, 4])
     rng = np.random.default_rng(0)
-    results = {(decode(out[0])[1], decode(out[0])[2]) for out in
-               (augment_pair(pair, Augmentation(True, True, 0, 0, 0, 0), rng) for _ in range(64))}
+    results = {
+        (decode(out[0])[1], decode(out[0])[2])
+        for out in (augment_pair(pair, Augmentation(True, True, 0, 0, 0, 0), rng) for _ in range(64))
+    }
     assert results == {(1, False), (1, True), (4, False), (4, True)}  # time flip swaps; flips apply to both
     for _ in range(16):
         out = augment_pair(pair, Augmentation(True, True, 0, 0, 0, 0), rng)
@@ -175,12 +180,16 @@ def test_color_jitter_definitions():
     # saturation 0 (factor 1 - 1) would be grey; contrast keeps the mean grey level
     out = color_jitter(x, Augmentation(False, False, 0, 0.1, 0, 0), np.random.default_rng(4))
     grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
-    np.testing.assert_allclose((out @ np.array([0.299, 0.587, 0.114])).mean((1, 2)), grey.mean((1, 2)), atol=5e-3)  # up to clipping
+    np.testing.assert_allclose(
+        (out @ np.array([0.299, 0.587, 0.114])).mean((1, 2)), grey.mean((1, 2)), atol=5e-3
+    )  # up to clipping
 
 
 def test_augmentation_from_the_original_params():
-    params = {"flip_param": {"horizontal_flip": True, "time_flip": False},
-              "jitter_param": {"brightness": 0.1, "contrast": 0.2, "saturation": 0.1, "hue": 0.05}}
+    params = {
+        "flip_param": {"horizontal_flip": True, "time_flip": False},
+        "jitter_param": {"brightness": 0.1, "contrast": 0.2, "saturation": 0.1, "hue": 0.05},
+    }
     aug = Augmentation.from_params(params)
     assert aug == Augmentation(True, False, 0.1, 0.2, 0.1, 0.05)
     assert Augmentation.from_params(None) == OFF and not OFF.active

@@ -5,6 +5,7 @@ and must read back as those frames: exactly for the lossless layouts (PNG folder
 .npy), within a mean absolute error of 3/255 for JPEG (quality 95) and GIF (256-colour
 palette) and 5/255 for H.264 .mp4/.mov. Bad inputs must raise VideoReadError naming the file.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,13 +14,14 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from conftest import DRIVING_VIDEO
 from PIL import Image
 
-from conftest import DRIVING_VIDEO
 from mraa_jax.data.readers import VideoReadError, frame_files, identity_of, list_videos, read_frames, read_video
 
-
-needs_driving = pytest.mark.skipif(not DRIVING_VIDEO.is_file(), reason=f"missing {DRIVING_VIDEO} (../shared beside the checkout)")
+needs_driving = pytest.mark.skipif(
+    not DRIVING_VIDEO.is_file(), reason=f"missing {DRIVING_VIDEO} (../shared beside the checkout)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,9 @@ def layouts(clip, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("layout", ["png_folder", "jpg_folder", "stacked_png", "stacked_jpg", "npy", "gif", "mp4", "mov"])
+@pytest.mark.parametrize(
+    "layout", ["png_folder", "jpg_folder", "stacked_png", "stacked_jpg", "npy", "gif", "mp4", "mov"]
+)
 def test_every_layout_gives_the_same_frames(layouts, clip, layout):
     if layout not in layouts:
         pytest.skip(f"imageio-ffmpeg cannot write {layout} here")

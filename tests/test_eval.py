@@ -2,6 +2,7 @@
 
 All on the tiny synthetic config (32x32 frames, 5 regions) with random weights.
 """
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import FIXTURE, REPO, tiny_videos
 
 TINY_CONFIG = REPO / "tests" / "tiny_synthetic_config.py"
@@ -72,7 +72,9 @@ def test_batched_equals_frame_by_frame(model, clip, mode):
     if mode == "relative":  # one frame per call, and the model's own chunked animate
         one = evaluation.animate(model, source, driving, mode=mode, chunk_size=1)
         np.testing.assert_allclose(one, reference, atol=1e-5, rtol=0)
-        np.testing.assert_allclose(np.asarray(model.animate(source, driving, mode=mode, chunk_size=3)), reference, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(
+            np.asarray(model.animate(source, driving, mode=mode, chunk_size=3)), reference, atol=1e-5, rtol=0
+        )
 
 
 def test_find_best_frame_picks_the_source(model, clip):
@@ -160,9 +162,26 @@ def _run(args, cwd):
 @pytest.mark.slow
 def test_cli_demo(model_dir, tmp_path):
     _write_demo_inputs(tmp_path)
-    args = ["--mode", "demo", "--checkpoint", str(model_dir), "--source_image", "source.png", "--driving_video", "driving.mp4",
-            "--result_video", "result.mp4", "--animation_mode", "relative", "--find_best_frame", "--chunk_size", "2",
-            "--visualization_video", "vis.mp4", "--noprogress"]
+    args = [
+        "--mode",
+        "demo",
+        "--checkpoint",
+        str(model_dir),
+        "--source_image",
+        "source.png",
+        "--driving_video",
+        "driving.mp4",
+        "--result_video",
+        "result.mp4",
+        "--animation_mode",
+        "relative",
+        "--find_best_frame",
+        "--chunk_size",
+        "2",
+        "--visualization_video",
+        "vis.mp4",
+        "--noprogress",
+    ]
     proc = _run(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     video, meta = _read(tmp_path / "result.mp4")
@@ -174,8 +193,22 @@ def test_cli_demo(model_dir, tmp_path):
 @pytest.mark.slow
 def test_cli_reconstruction(model_dir, dataset_dir, tmp_path):
     data_dir = str(dataset_dir).split("/mraa_synthetic/")[0]  # the dataset the fixture built is reused
-    args = ["--mode", "reconstruction", "--checkpoint", str(model_dir), "--config", str(TINY_CONFIG), "--data_dir", data_dir,
-            "--out_dir", str(tmp_path), "--chunk_size", "4", "--skip_visualization", "--noprogress"]
+    args = [
+        "--mode",
+        "reconstruction",
+        "--checkpoint",
+        str(model_dir),
+        "--config",
+        str(TINY_CONFIG),
+        "--data_dir",
+        data_dir,
+        "--out_dir",
+        str(tmp_path),
+        "--chunk_size",
+        "4",
+        "--skip_visualization",
+        "--noprogress",
+    ]
     proc = _run(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     saved = json.loads((tmp_path / "reconstruction" / "metrics.json").read_text())
@@ -206,7 +239,9 @@ def test_notebook_executes(model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("MRAA_DEMO_FIND_BEST", "1")
     monkeypatch.setenv("MRAA_DEMO_RESULT", str(tmp_path / "result.mp4"))
     notebook = nbformat.read(REPO / "colab" / "demo.ipynb", as_version=4)
-    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     video, _ = _read(tmp_path / "result.mp4")
     assert video.shape == (4, 32, 96, 3)
     assert any(o.get("output_type") == "display_data" for c in notebook.cells for o in c.get("outputs", []))
@@ -235,7 +270,9 @@ def test_animate_pairs_from_csv(model, dataset_dir, tmp_path):
     csv = tmp_path / "pairs.csv"
     csv.write_text(f"source,driving\n{names[0]},{names[1]}\n")
     pairs = data.animation_pairs(dataset_dir, csv=csv)
-    records = evaluation.animate_pairs(model, pairs, tmp_path / "out", "relative", chunk_size=4, fps=5, find_best_frame=True)
+    records = evaluation.animate_pairs(
+        model, pairs, tmp_path / "out", "relative", chunk_size=4, fps=5, find_best_frame=True
+    )
     assert [(r["source"], r["driving"]) for r in records] == [(names[0], names[1])]
     vis, meta = _read(records[0]["video"])
     assert vis.shape == (6, 32, 32 * 7, 3) and records[0]["frames"] == 6 and meta["fps"] == pytest.approx(5)

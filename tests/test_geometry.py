@@ -5,25 +5,37 @@ in plain float64 NumPy, without calling any mraa_jax helper, so that a shared mi
 cannot make both sides agree. The implementation runs in float32; each tolerance says
 why it is what it is.
 """
+
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import FIXTURE
 from scipy import ndimage
 
-from conftest import FIXTURE
-from mraa_jax.geometry import (antialias_downsample, antialias_kernel, apply_homogeneous,
-                               avg_pool_2x, grid_sample, inverse_2x2, make_coordinate_grid,
-                               region_gaussians, resize_bilinear, upsample_nearest_2x)
+from mraa_jax.geometry import (
+    antialias_downsample,
+    antialias_kernel,
+    apply_homogeneous,
+    avg_pool_2x,
+    grid_sample,
+    inverse_2x2,
+    make_coordinate_grid,
+    region_gaussians,
+    resize_bilinear,
+    upsample_nearest_2x,
+)
 
 needs_fixture = pytest.mark.skipif(
     not (FIXTURE / "outputs.npz").is_file() or not (FIXTURE / "inputs.npz").is_file(),
-    reason=f"missing fixture {FIXTURE}/{{inputs,outputs}}.npz")
+    reason=f"missing fixture {FIXTURE}/{{inputs,outputs}}.npz",
+)
 
 
 # ------------------------------------------------------------------ NumPy references
+
 
 def ref_coordinate_grid(h, w):
     """(h, w, 2) float64 grid with x = 2 j/(w-1) - 1, y = 2 i/(h-1) - 1, last axis (x, y)."""
@@ -63,8 +75,12 @@ def ref_grid_sample(image, grid, padding_mode="zeros"):
                     ix, iy = ref_reflect(ix, in_w), ref_reflect(iy, in_h)
                 x0, y0 = math.floor(ix), math.floor(iy)
                 fx, fy = ix - x0, iy - y0
-                for xc, yc, wgt in ((x0, y0, (1 - fx) * (1 - fy)), (x0 + 1, y0, fx * (1 - fy)),
-                                    (x0, y0 + 1, (1 - fx) * fy), (x0 + 1, y0 + 1, fx * fy)):
+                for xc, yc, wgt in (
+                    (x0, y0, (1 - fx) * (1 - fy)),
+                    (x0 + 1, y0, fx * (1 - fy)),
+                    (x0, y0 + 1, (1 - fx) * fy),
+                    (x0 + 1, y0 + 1, fx * fy),
+                ):
                     if 0 <= xc < in_w and 0 <= yc < in_h:
                         out[b, i, j] += wgt * image[b, yc, xc]
     return out
@@ -86,8 +102,9 @@ def ref_resize_bilinear(x, out_h, out_w):
         y0, y1, ly = src(i, in_h, out_h)
         for j in range(out_w):
             x0, x1, lx = src(j, in_w, out_w)
-            out[:, i, j] = ((1 - ly) * ((1 - lx) * x[:, y0, x0] + lx * x[:, y0, x1])
-                            + ly * ((1 - lx) * x[:, y1, x0] + lx * x[:, y1, x1]))
+            out[:, i, j] = (1 - ly) * ((1 - lx) * x[:, y0, x0] + lx * x[:, y0, x1]) + ly * (
+                (1 - lx) * x[:, y1, x0] + lx * x[:, y1, x1]
+            )
     return out
 
 
@@ -96,7 +113,7 @@ def ref_gaussian_kernel(scale):
     sigma = (1.0 / scale - 1.0) / 2.0
     k = 2 * round(4 * sigma) + 1
     t = np.arange(k) - (k - 1) / 2.0
-    g = np.exp(-t**2 / (2 * sigma**2))
+    g = np.exp(-(t**2) / (2 * sigma**2))
     kern = np.outer(g, g)
     return kern / kern.sum()
 
@@ -120,6 +137,7 @@ def ref_antialias_downsample(x, scale):
 
 # ------------------------------------------------------------------ make_coordinate_grid
 
+
 def test_make_coordinate_grid_non_square():
     g = np.asarray(make_coordinate_grid(5, 7))
     assert g.shape == (5, 7, 2)
@@ -139,6 +157,7 @@ def test_make_coordinate_grid_non_square():
 
 
 # ------------------------------------------------------------------ grid_sample
+
 
 def test_grid_sample_zeros_matches_reference():
     rng = np.random.default_rng(0)
@@ -201,7 +220,8 @@ def test_grid_sample_reflection_matches_reference():
     # Reflection never loses mass: a constant image stays constant everywhere.
     ones = jnp.ones((2, 5, 7, 1))
     np.testing.assert_allclose(
-        np.asarray(grid_sample(ones, jnp.asarray(grid), padding_mode="reflection")), 1.0, atol=1e-6)
+        np.asarray(grid_sample(ones, jnp.asarray(grid), padding_mode="reflection")), 1.0, atol=1e-6
+    )
 
 
 def test_grid_sample_rejects_unknown_padding():
@@ -232,7 +252,7 @@ def test_grid_sample_grad_wrt_grid_matches_finite_differences():
 
     grad = np.asarray(jax.grad(lambda g: jnp.sum(per_point(g)))(jnp.asarray(grid)))
 
-    for axis, size in ((0, in_w), (1, in_h)):
+    for axis in (0, 1):
         # eps = 0.01 in grid units is 0.01*size/2 <= 0.035 px < 0.2 px: no cell boundary is
         # crossed, so the function is exactly linear there and the central difference has no
         # truncation error. The float32 difference quotient then errs by about
@@ -241,8 +261,9 @@ def test_grid_sample_grad_wrt_grid_matches_finite_differences():
         eps = 0.01
         delta = np.zeros_like(grid)
         delta[..., axis] = eps
-        fd32 = (np.asarray(per_point(jnp.asarray(grid + delta)))
-                - np.asarray(per_point(jnp.asarray(grid - delta)))) / (2 * eps)
+        fd32 = (np.asarray(per_point(jnp.asarray(grid + delta))) - np.asarray(per_point(jnp.asarray(grid - delta)))) / (
+            2 * eps
+        )
         np.testing.assert_allclose(grad[..., axis], fd32, atol=3e-4, rtol=1e-4)
 
         # Independent check: central differences of the float64 reference (exact up to
@@ -250,14 +271,14 @@ def test_grid_sample_grad_wrt_grid_matches_finite_differences():
         delta64 = np.zeros(grid.shape)
         delta64[..., axis] = 1e-4
         g64 = grid.astype(np.float64)
-        fd64 = ((ref_grid_sample(image, g64 + delta64) - ref_grid_sample(image, g64 - delta64))
-                * wts).sum(-1) / 2e-4
+        fd64 = ((ref_grid_sample(image, g64 + delta64) - ref_grid_sample(image, g64 - delta64)) * wts).sum(-1) / 2e-4
         np.testing.assert_allclose(grad[..., axis], fd64, atol=1e-4, rtol=1e-5)
     assert np.all(np.isfinite(grad))
     assert np.any(np.abs(grad) > 1.0)  # non-trivial
 
 
 # ------------------------------------------------------------------ resizing
+
 
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflection"])
 def test_grid_sample_grad_wrt_image_is_the_sampling_transposed(padding_mode):
@@ -307,8 +328,7 @@ def test_grid_sample_backward_does_not_keep_the_corners():
     assert ours + corners // 2 < autodiff, (ours, autodiff)
 
 
-@pytest.mark.parametrize("in_hw,out_hw", [((8, 8), (16, 16)), ((5, 7), (9, 13)),
-                                          ((16, 16), (8, 8)), ((7, 9), (4, 5))])
+@pytest.mark.parametrize("in_hw,out_hw", [((8, 8), (16, 16)), ((5, 7), (9, 13)), ((16, 16), (8, 8)), ((7, 9), (4, 5))])
 def test_resize_bilinear_matches_reference(in_hw, out_hw):
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2,) + in_hw + (3,)).astype(np.float32)
@@ -360,12 +380,13 @@ def test_avg_pool_2x(hw):
     want = np.zeros((2, h // 2, w // 2, 3))
     for i in range(h // 2):
         for j in range(w // 2):
-            want[:, i, j] = x[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2].astype(np.float64).mean(axis=(1, 2))
+            want[:, i, j] = x[:, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].astype(np.float64).mean(axis=(1, 2))
     # Mean of 4 float32 N(0,1) values: ~1e-7; 1e-6.
     np.testing.assert_allclose(got, want, atol=1e-6)
 
 
 # ------------------------------------------------------------------ anti-aliasing
+
 
 @pytest.mark.parametrize("scale,sigma,size", [(0.5, 0.5, 5), (0.25, 1.5, 13), (0.125, 3.5, 29)])
 def test_antialias_kernel(scale, sigma, size):
@@ -380,7 +401,7 @@ def test_antialias_kernel(scale, sigma, size):
     np.testing.assert_allclose(k, k.T, atol=1e-9)
     # Normalised outer product of 1-D Gaussians of that sigma (float64 reference).
     t = np.arange(size) - c
-    g = np.exp(-t**2 / (2 * sigma**2))
+    g = np.exp(-(t**2) / (2 * sigma**2))
     want = np.outer(g, g) / np.outer(g, g).sum()
     # float32 kernel entries <= ~0.4: 1e-7 absolute is a couple of ulp.
     np.testing.assert_allclose(k, want, atol=1e-7, rtol=1e-5)
@@ -414,6 +435,7 @@ def test_antialias_downsample_non_divisible_size():
 
 # ------------------------------------------------------------------ region Gaussians
 
+
 def ref_region_gaussians(shift, covar, h, w):
     grid = ref_coordinate_grid(h, w)
     shift = np.asarray(shift, np.float64)
@@ -435,8 +457,7 @@ def test_region_gaussians_full_covariance():
     b_, k_, h, w = 2, 4, 6, 9
     shift = rng.uniform(-0.8, 0.8, (b_, k_, 2)).astype(np.float32)
     angle = rng.uniform(0, np.pi, (b_, k_))
-    rot = np.stack([np.stack([np.cos(angle), -np.sin(angle)], -1),
-                    np.stack([np.sin(angle), np.cos(angle)], -1)], -2)
+    rot = np.stack([np.stack([np.cos(angle), -np.sin(angle)], -1), np.stack([np.sin(angle), np.cos(angle)], -1)], -2)
     eig = rng.uniform(0.05, 0.5, (b_, k_, 2))
     covar = (rot * eig[..., None, :]) @ np.swapaxes(rot, -1, -2)
     covar = covar.astype(np.float32)
@@ -465,6 +486,7 @@ def test_region_gaussians_scalar_variance():
 
 
 # ------------------------------------------------------------------ small linear algebra
+
 
 def test_inverse_2x2_matches_numpy():
     rng = np.random.default_rng(14)
@@ -498,6 +520,7 @@ def test_apply_homogeneous_matches_numpy(pts_shape):
 
 # ------------------------------------------------------------------ original-implementation fixture
 
+
 @pytest.fixture(scope="module")
 def tiny():
     return (np.load(FIXTURE / "inputs.npz"), np.load(FIXTURE / "outputs.npz"))
@@ -508,9 +531,14 @@ def _nhwc(x):
 
 
 @needs_fixture
-@pytest.mark.parametrize("image_key,out_key", [("source", "flow.downsampled_source"),
-                                               ("source", "rp.source.downsampled_input"),
-                                               ("driving", "rp.driving.downsampled_input")])
+@pytest.mark.parametrize(
+    "image_key,out_key",
+    [
+        ("source", "flow.downsampled_source"),
+        ("source", "rp.source.downsampled_input"),
+        ("driving", "rp.driving.downsampled_input"),
+    ],
+)
 def test_fixture_antialias_downsample(tiny, image_key, out_key):
     inputs, outputs = tiny
     got = np.asarray(antialias_downsample(jnp.asarray(_nhwc(inputs[image_key])), 0.5))
@@ -521,9 +549,9 @@ def test_fixture_antialias_downsample(tiny, image_key, out_key):
 @needs_fixture
 def test_fixture_deformed_source(tiny):
     _, outputs = tiny
-    src = _nhwc(outputs["flow.downsampled_source"])            # (2, 32, 32, 3)
-    motion = np.asarray(outputs["flow.sparse_motion"])          # (2, 6, 32, 32, 2)
-    want = np.asarray(outputs["flow.deformed_source"])          # (2, 6, 3, 32, 32)
+    src = _nhwc(outputs["flow.downsampled_source"])  # (2, 32, 32, 3)
+    motion = np.asarray(outputs["flow.sparse_motion"])  # (2, 6, 32, 32, 2)
+    want = np.asarray(outputs["flow.deformed_source"])  # (2, 6, 3, 32, 32)
     b_, k1 = motion.shape[:2]
     image = np.repeat(src[:, None], k1, axis=1).reshape((b_ * k1,) + src.shape[1:])
     got = np.asarray(grid_sample(jnp.asarray(image), jnp.asarray(motion.reshape((b_ * k1,) + motion.shape[2:]))))

@@ -2,6 +2,7 @@
 a checkpoint is being written, and rerun with the same command after each kill; the final
 parameters equal an uninterrupted run's. Every resume is a fresh process restoring the latest
 checkpoint. The long version: python tests/kill_training.py --kills 12 --during_save 4 --max_steps 12"""
+
 from __future__ import annotations
 
 import pytest

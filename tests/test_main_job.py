@@ -1,5 +1,5 @@
 """The main job (`launch_train.py --mode all`) end to end on a tiny synthetic config: every output exists and reads."""
-import pytest
+
 import json
 import struct
 import subprocess
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
+import pytest
 
 from mraa_jax.training.checkpoints import Checkpoints
 from mraa_jax.training.heldout import read_records
@@ -30,8 +31,20 @@ def tfrecord_payloads(path: Path) -> list[bytes]:
 def test_main_job_writes_every_output(tmp_path):
     run = tmp_path / "run"
     command = [
-        sys.executable, str(REPO / "launch_train.py"), "--config", str(REPO / "tests" / "tiny_synthetic_config.py"),
-        "--workdir", str(run), "--data_dir", str(tmp_path / "data"), "--mode", "all", "--max_steps", "3", "--avd_max_steps", "2",
+        sys.executable,
+        str(REPO / "launch_train.py"),
+        "--config",
+        str(REPO / "tests" / "tiny_synthetic_config.py"),
+        "--workdir",
+        str(run),
+        "--data_dir",
+        str(tmp_path / "data"),
+        "--mode",
+        "all",
+        "--max_steps",
+        "3",
+        "--avd_max_steps",
+        "2",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,6 +1,7 @@
 """Our parameter trees of the four published configs, mapped by the converter's name map,
 match the original's state dicts (../shared/fixtures/state_dict_manifests.json) name for
 name and shape for shape."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ import math
 
 import jax
 import pytest
-
 from conftest import REPO, SHARED
+
 from mraa_jax.config import load_config
 from mraa_jax.convert import flat_leaves, flax_to_torch, flax_to_torch_shape, torch_to_flax
 from mraa_jax.geometry import antialias_kernel
@@ -33,7 +34,10 @@ def test_parameter_tree_matches_manifest(manifests, name):
     abstract = jax.eval_shape(lambda: init_variables(networks, jax.random.PRNGKey(0), config_frame_shape(config)))
     for network in NETWORKS:
         state_dict = manifests[name][network]["state_dict"]
-        ours = {flax_to_torch(c, p): flax_to_torch_shape(tuple(leaf.shape)) for (c, p), leaf in flat_leaves(abstract[network]).items()}
+        ours = {
+            flax_to_torch(c, p): flax_to_torch_shape(tuple(leaf.shape))
+            for (c, p), leaf in flat_leaves(abstract[network]).items()
+        }
         theirs = {}
         for torch_name, entry in state_dict.items():
             shape = tuple(entry["shape"])
@@ -61,6 +65,11 @@ def antialias_scale(config, torch_name: str) -> float:
 
 
 def test_name_map_round_trips():
-    for name, ndim in [("predictor.encoder.down_blocks.0.conv.weight", 4), ("id_encoder.4.running_var", 1), ("fc.weight", 2), ("bottleneck.r3.norm2.weight", 1)]:
+    for name, ndim in [
+        ("predictor.encoder.down_blocks.0.conv.weight", 4),
+        ("id_encoder.4.running_var", 1),
+        ("fc.weight", 2),
+        ("bottleneck.r3.norm2.weight", 1),
+    ]:
         collection, path = torch_to_flax(name, ndim)
         assert flax_to_torch(collection, path) == name

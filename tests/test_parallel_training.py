@@ -1,5 +1,6 @@
 """Data parallelism: the same global batch gives the same parameters on 1, 2 and 4 devices,
 and on two processes joined by jax.distributed over loopback."""
+
 from __future__ import annotations
 
 import socket
@@ -66,7 +67,8 @@ def test_two_processes_equal_one(by_devices, tmp_path):
     port = str(free_port())
     out = tmp_path / "params.npy"
     workers = [
-        run_worker(out, "--devices", "1", "--num_processes", "2", "--process_id", str(i), "--port", port) for i in range(2)
+        run_worker(out, "--devices", "1", "--num_processes", "2", "--process_id", str(i), "--port", port)
+        for i in range(2)
     ]
     outputs = [finish(w) for w in workers]
     if any("gloo" in o.lower() and "not" in o.lower() and "support" in o.lower() for o in outputs):

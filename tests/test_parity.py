@@ -3,12 +3,13 @@
 Every array of outputs.npz that is a model output is compared with max absolute
 difference <= 1e-4; the train-mode forward of train_mode.npz likewise.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import nhwc
+
 from mraa_jax.convert import flat_leaves, flax_to_torch
 
 ATOL = 1e-4
@@ -36,11 +37,15 @@ def test_region_predictor(eval_params, fixture_outputs, image):
     params = eval_params[image]
     for field in ("shift", "covar", "affine"):
         assert_close(f"rp.{image}.{field}", getattr(params, field), fixture_outputs[f"rp.{image}.{field}"])
-    assert_close(f"rp.{image}.heatmap", np.moveaxis(np.asarray(params.heatmap), -1, 1), fixture_outputs[f"rp.{image}.heatmap"])
+    assert_close(
+        f"rp.{image}.heatmap", np.moveaxis(np.asarray(params.heatmap), -1, 1), fixture_outputs[f"rp.{image}.heatmap"]
+    )
 
 
 def test_background(fixture_model, frames, fixture_outputs):
-    assert_close("bg.params", fixture_model.background(frames["source"], frames["driving"]), fixture_outputs["bg.params"])
+    assert_close(
+        "bg.params", fixture_model.background(frames["source"], frames["driving"]), fixture_outputs["bg.params"]
+    )
 
 
 @pytest.mark.parametrize("prefix", ["gen", "gen_nobg"])
@@ -58,7 +63,12 @@ def test_flow_intermediates(fixture_model, frames, eval_params, fixture_outputs)
     nets, variables = fixture_model.networks, fixture_model.variables
     bg = fixture_model.background(frames["source"], frames["driving"])
     _, state = nets.generator.apply(
-        variables["generator"], frames["source"], eval_params["driving"], eval_params["source"], bg, mutable=["intermediates"]
+        variables["generator"],
+        frames["source"],
+        eval_params["driving"],
+        eval_params["source"],
+        bg,
+        mutable=["intermediates"],
     )
     inter = state["intermediates"]["pixelwise_flow_predictor"]
     assert_close("flow.sparse_motion", inter["sparse_motion"][0], fixture_outputs["flow.sparse_motion"])
@@ -106,14 +116,30 @@ def train_forward(fixture_model, frames, fixture_train):
     nets, variables = fixture_model.networks, fixture_model.variables
     rp_vars = variables["region_predictor"]
     params = {}
-    for name, image in (("source", frames["source"]), ("driving", frames["driving"]), ("transformed", nhwc(fixture_train["transformed_frame"]))):
+    for name, image in (
+        ("source", frames["source"]),
+        ("driving", frames["driving"]),
+        ("transformed", nhwc(fixture_train["transformed_frame"])),
+    ):
         params[name], state = nets.region_predictor.apply(rp_vars, image, train=True, mutable=["batch_stats"])
         rp_vars = {"params": rp_vars["params"], **state}
-    bg, bg_state = nets.bg_predictor.apply(variables["bg_predictor"], frames["source"], frames["driving"], train=True, mutable=["batch_stats"])
-    gen, gen_state = nets.generator.apply(
-        variables["generator"], frames["source"], params["driving"], params["source"], bg, train=True, mutable=["batch_stats"]
+    bg, bg_state = nets.bg_predictor.apply(
+        variables["bg_predictor"], frames["source"], frames["driving"], train=True, mutable=["batch_stats"]
     )
-    stats = {"region_predictor": rp_vars["batch_stats"], "bg_predictor": bg_state["batch_stats"], "generator": gen_state["batch_stats"]}
+    gen, gen_state = nets.generator.apply(
+        variables["generator"],
+        frames["source"],
+        params["driving"],
+        params["source"],
+        bg,
+        train=True,
+        mutable=["batch_stats"],
+    )
+    stats = {
+        "region_predictor": rp_vars["batch_stats"],
+        "bg_predictor": bg_state["batch_stats"],
+        "generator": gen_state["batch_stats"],
+    }
     return params, bg, gen, stats
 
 

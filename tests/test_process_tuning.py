@@ -1,6 +1,7 @@
 """mraa_jax.process_tuning: nothing on import; the scheduler flag, memory release, restart with
 glibc's huge-page tunable and the training programs' compiler option when asked, each XLA option
 only where jaxlib accepts it."""
+
 from __future__ import annotations
 
 import json
@@ -92,7 +93,19 @@ def test_memory_stages_benchmark_reports_every_stage():
     each peak at least the resident set it ends with, run with the tunable where available."""
     repo = Path(__file__).resolve().parents[1]
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-    command = [sys.executable, "benchmarks/memory_stages.py", "--what", "animation", "--config", "configs/shapes.py", "--size", "64", "--calls", "2", "--trim"]
+    command = [
+        sys.executable,
+        "benchmarks/memory_stages.py",
+        "--what",
+        "animation",
+        "--config",
+        "configs/shapes.py",
+        "--size",
+        "64",
+        "--calls",
+        "2",
+        "--trim",
+    ]
     out = subprocess.run(command, cwd=repo, capture_output=True, text=True, env=env, check=True).stdout
     report = json.loads(out.splitlines()[-1])
     assert [row["stage"] for row in report["stages"]] == ["import jax", "MRAA.random", "call 0", "call 1"]
@@ -103,7 +116,10 @@ def test_memory_stages_benchmark_reports_every_stage():
 def test_low_memory_schedule_is_added_once_and_never_overrides_the_user():
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     process_tuning.use_low_memory_schedule(env)
-    assert env["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2 --xla_cpu_enable_concurrency_optimized_scheduler=false"
+    assert (
+        env["XLA_FLAGS"]
+        == "--xla_force_host_platform_device_count=2 --xla_cpu_enable_concurrency_optimized_scheduler=false"
+    )
     process_tuning.use_low_memory_schedule(env)
     assert env["XLA_FLAGS"].count("concurrency_optimized_scheduler") == 1
     own = {"XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true"}
@@ -141,7 +157,9 @@ def test_low_memory_schedule_cuts_temporaries(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
 
     def temporaries(schedule):
-        out = subprocess.run([sys.executable, str(script), schedule], cwd=repo, capture_output=True, text=True, env=env, check=True)
+        out = subprocess.run(
+            [sys.executable, str(script), schedule], cwd=repo, capture_output=True, text=True, env=env, check=True
+        )
         return int(out.stdout.split()[-1])
 
     default, low = temporaries("default"), temporaries("low")
@@ -238,10 +256,14 @@ def test_an_unknown_compiler_option_is_left_out_with_one_warning(monkeypatch):
     from mraa_jax.training.steps import AXIS, data_parallel, make_mesh
 
     unknown = {"xla_cpu_mraa_jax_no_such_option": "1"}
-    monkeypatch.setattr(process_tuning, "TRAINING_COMPILER_OPTIONS", {**unknown, **process_tuning.TRAINING_COMPILER_OPTIONS})
+    monkeypatch.setattr(
+        process_tuning, "TRAINING_COMPILER_OPTIONS", {**unknown, **process_tuning.TRAINING_COMPILER_OPTIONS}
+    )
     with pytest.warns(RuntimeWarning, match="xla_cpu_mraa_jax_no_such_option") as caught:
         options = process_tuning.training_compiler_options(jax.devices())
-        step = data_parallel(lambda state, x: (state, jax.lax.psum(x.sum(), AXIS)), make_mesh(jax.devices()[:1]), num_batch_args=1)
+        step = data_parallel(
+            lambda state, x: (state, jax.lax.psum(x.sum(), AXIS)), make_mesh(jax.devices()[:1]), num_batch_args=1
+        )
         state, total = step(jax.numpy.zeros(()), jax.numpy.ones((2, 3)))
     assert len(caught) == 1
     assert options == {k: v for k, v in process_tuning.TRAINING_COMPILER_OPTIONS.items() if k not in unknown}
@@ -250,8 +272,9 @@ def test_an_unknown_compiler_option_is_left_out_with_one_warning(monkeypatch):
 
 def test_tune_process_sets_the_flag_and_the_listener_only_when_called(tmp_path):
     script = tmp_path / "tune.py"
-    script.write_text(textwrap.dedent(
-        """
+    script.write_text(
+        textwrap.dedent(
+            """
         import json, os
         import jax
         from jax._src import monitoring
@@ -261,7 +284,8 @@ def test_tune_process_sets_the_flag_and_the_listener_only_when_called(tmp_path):
         process_tuning.tune_process()
         print(json.dumps({"flags": os.environ.get("XLA_FLAGS"), "added": len(monitoring._event_duration_secs_listeners) - listeners}))
         """
-    ))
+        )
+    )
     repo = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, str(script)], cwd=repo, capture_output=True, text=True, check=True).stdout
     assert json.loads(out.splitlines()[-1]) == {"flags": f"--{process_tuning.SCHEDULER_FLAG}=false", "added": 1}

@@ -1,4 +1,5 @@
 """Region placement on the synthetic figures: centres put on known part pixels score what they should."""
+
 import numpy as np
 import pytest
 

@@ -2,6 +2,7 @@
 
 On the fixture checkpoint (64x64, 5 regions, with an AVD network) and frames of ../shared/data.
 """
+
 from __future__ import annotations
 
 import io
@@ -69,8 +70,9 @@ def test_stream_equals_animate_and_compiles_once(fixture_model, clip, mode):
     # uint8 frames are scaled by 1/255, as the demo scales them
     as_bytes = (frames[:2] * 255).round().astype(np.uint8)
     from_bytes, from_floats = fixture_model.stream(source, mode), fixture_model.stream(source, mode)
-    np.testing.assert_array_equal([from_bytes.push(f) for f in as_bytes],
-                                  [from_floats.push(f) for f in as_bytes.astype(np.float32) / 255.0])
+    np.testing.assert_array_equal(
+        [from_bytes.push(f) for f in as_bytes], [from_floats.push(f) for f in as_bytes.astype(np.float32) / 255.0]
+    )
 
 
 def test_stream_refuses_bad_frames(fixture_model, clip):
@@ -93,8 +95,22 @@ def _ffmpeg_raw() -> list[str]:
     """ffmpeg writing the first FRAMES frames of the shared driving video, scaled to SIZE, as raw rgb24 to stdout."""
     import imageio_ffmpeg
 
-    return [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i", str(DRIVING_VIDEO), "-frames:v", str(FRAMES),
-            "-vf", f"scale={SIZE[0]}:{SIZE[1]}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    return [
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-loglevel",
+        "error",
+        "-i",
+        str(DRIVING_VIDEO),
+        "-frames:v",
+        str(FRAMES),
+        "-vf",
+        f"scale={SIZE[0]}:{SIZE[1]}",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +131,20 @@ def piped(clip, fixture_model, tmp_path_factory):
 
 
 def _demo_args(converted_dir, folder, result) -> list[str]:
-    return ["--mode", "demo", "--checkpoint", str(converted_dir), "--source_image", str(folder / "source.png"),
-            "--driving_video", "-", "--driving_size", f"{SIZE[0]}x{SIZE[1]}", "--result_video", result]
+    return [
+        "--mode",
+        "demo",
+        "--checkpoint",
+        str(converted_dir),
+        "--source_image",
+        str(folder / "source.png"),
+        "--driving_video",
+        "-",
+        "--driving_size",
+        f"{SIZE[0]}x{SIZE[1]}",
+        "--result_video",
+        result,
+    ]
 
 
 def test_read_raw_frames_refuses_a_short_last_frame():

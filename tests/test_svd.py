@@ -18,6 +18,7 @@ i.e. ``|dU| <= k u / relgap`` with ``relgap = (s_0 - s_1) / s_0``.  The xBDSQR
 split drops an off-diagonal below ``10 u s_1 / sqrt(2)``, which moves U by less
 than ``8 u / relgap``, within the same bound.  We use k = 32.
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import FIXTURE
+
 from mraa_jax.svd import svd_2x2
 
 U32 = 2.0**-24  # float32 unit roundoff
@@ -94,7 +95,7 @@ def _column_dots(u, ref):
     return np.sum(np.asarray(u, np.float64) * np.asarray(ref, np.float64), axis=-2)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _separated_set():
     c = _separated_spd(np.random.default_rng(1234), 100_000)
     u, s = _svd_np(c)
@@ -374,9 +375,23 @@ def test_only_elementwise_primitives():
     prims = _primitives(jax.make_jaxpr(svd_2x2)(c).jaxpr)
     prims |= _primitives(jax.make_jaxpr(jax.grad(lambda x: _loss(x, 1.0, 1.0)))(c).jaxpr)
     linalg = {
-        "svd", "eig", "eigh", "qr", "geqrf", "geqp3", "householder_product", "cholesky",
-        "cholesky_update", "lu", "lu_pivots_to_permutation", "triangular_solve", "schur",
-        "hessenberg", "tridiagonal", "tridiagonal_solve", "dot_general",
+        "svd",
+        "eig",
+        "eigh",
+        "qr",
+        "geqrf",
+        "geqp3",
+        "householder_product",
+        "cholesky",
+        "cholesky_update",
+        "lu",
+        "lu_pivots_to_permutation",
+        "triangular_solve",
+        "schur",
+        "hessenberg",
+        "tridiagonal",
+        "tridiagonal_solve",
+        "dot_general",
     }
     assert not prims & linalg, prims & linalg
     assert not [p for p in prims if "callback" in p or "custom_call" in p or "ffi" in p], prims

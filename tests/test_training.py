@@ -1,19 +1,21 @@
 """Training loops: a rerun at its last step trains no further, losses go down, a NaN stops
 training with the last checkpoint intact (or is skipped, up to a limit), and the perceptual
 loss refuses to start without VGG weights. (Resuming: tests/test_kill_training.py.)"""
+
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import ArrayPairs, tiny_training_config, tiny_videos
+
 from mraa_jax.model import MRAA, build_networks
 from mraa_jax.training import steps
 from mraa_jax.training.avd import build_avd_step
 from mraa_jax.training.checkpoints import Checkpoints
 from mraa_jax.training.trainer import TrainingDiverged, train_reconstruction
+
 
 def test_a_rerun_at_the_last_step_trains_no_further(tmp_path):
     """A run killed between its last checkpoint and the model export is rerun with the same
@@ -27,8 +29,19 @@ def test_a_rerun_at_the_last_step_trains_no_further(tmp_path):
     state = steps.TrainState(jnp.int32(3), {"w": jnp.zeros(2)}, {}, {"count": jnp.int32(3)}, jax.random.PRNGKey(0))
     checkpoints = Checkpoints(tmp_path / "checkpoints", every_steps=1)
     logger = TrainingLogger(tmp_path, enabled=False)
-    out = _loop("reconstruction", no_step, state, ArrayPairs(tiny_videos(), 2), mesh=None, checkpoints=checkpoints, logger=logger,
-                num_epochs=10, steps_in_epoch=5, max_steps=3, progress={"epoch": 0, "step_in_epoch": 3, "data": {"position": 3}})
+    out = _loop(
+        "reconstruction",
+        no_step,
+        state,
+        ArrayPairs(tiny_videos(), 2),
+        mesh=None,
+        checkpoints=checkpoints,
+        logger=logger,
+        num_epochs=10,
+        steps_in_epoch=5,
+        max_steps=3,
+        progress={"epoch": 0, "step_in_epoch": 3, "data": {"position": 3}},
+    )
     assert out is state and checkpoints.latest_step() == 3
 
 
@@ -131,8 +144,19 @@ def test_losses_reach_the_host_only_at_log_points(tmp_path, monkeypatch):
     data = ArrayPairs(tiny_videos(), 2)
     reads = positions_of_host_reads(monkeypatch, data)
     logger = TrainingLogger(tmp_path)
-    out = _loop("reconstruction", step_fn, state, data, mesh=steps.make_mesh(), checkpoints=Checkpoints(tmp_path / "checkpoints", every_steps=6),
-                logger=logger, num_epochs=1, steps_in_epoch=100, max_steps=12, log_every_steps=4)
+    out = _loop(
+        "reconstruction",
+        step_fn,
+        state,
+        data,
+        mesh=steps.make_mesh(),
+        checkpoints=Checkpoints(tmp_path / "checkpoints", every_steps=6),
+        logger=logger,
+        num_epochs=1,
+        steps_in_epoch=100,
+        max_steps=12,
+        log_every_steps=4,
+    )
     logger.close()
     assert int(out.step) == 12
     assert reads == {0, 1, 4, 6, 8, 12}
@@ -196,8 +220,12 @@ def test_short_training_lowers_reconstruction_l1(tiny_model):
     config, model = tiny_model
     optimizer = steps.adam(1e-3)
     mesh = steps.make_mesh()
-    state = steps.replicate(mesh, steps.init_train_state(jax.device_get(model.variables), optimizer, jax.random.PRNGKey(0)))
-    step = steps.build_reconstruction_step(build_networks(config.model_params), optimizer, config.train_params.to_dict(), mesh, False)
+    state = steps.replicate(
+        mesh, steps.init_train_state(jax.device_get(model.variables), optimizer, jax.random.PRNGKey(0))
+    )
+    step = steps.build_reconstruction_step(
+        build_networks(config.model_params), optimizer, config.train_params.to_dict(), mesh, False
+    )
     batch = next(ArrayPairs(tiny_videos(), 4))
     l1 = []
     for _ in range(40):
@@ -214,7 +242,9 @@ def test_avd_stage_lowers_its_loss(tiny_model):
     optimizer = steps.adam(1e-3)
     mesh = steps.make_mesh()
     variables = jax.device_get(model.variables)
-    state = steps.replicate(mesh, steps.init_train_state(variables, optimizer, jax.random.PRNGKey(0), names=("avd_network",)))
+    state = steps.replicate(
+        mesh, steps.init_train_state(variables, optimizer, jax.random.PRNGKey(0), names=("avd_network",))
+    )
     step = build_avd_step(build_networks(config.model_params), optimizer, ap, mesh)
     region_predictor = steps.replicate(mesh, variables["region_predictor"])
     batch = next(ArrayPairs(tiny_videos(), 4))
@@ -236,8 +266,14 @@ def test_fine_tuning_a_converted_original_carries_adam_moments_and_epoch(tmp_pat
     config.train_params.num_epochs = 101
     config.train_params.loss_weights.l1 = 1.0
     videos = tiny_videos(size=64)
-    state = train_reconstruction(config, tmp_path, ArrayPairs(videos, 2), steps_in_epoch=1, init_from=str(converted_dir))
-    adam = [s for s in jax.tree_util.tree_leaves(state.opt_state, is_leaf=lambda n: isinstance(n, optax.ScaleByAdamState)) if isinstance(s, optax.ScaleByAdamState)][0]
+    state = train_reconstruction(
+        config, tmp_path, ArrayPairs(videos, 2), steps_in_epoch=1, init_from=str(converted_dir)
+    )
+    adam = [
+        s
+        for s in jax.tree_util.tree_leaves(state.opt_state, is_leaf=lambda n: isinstance(n, optax.ScaleByAdamState))
+        if isinstance(s, optax.ScaleByAdamState)
+    ][0]
     assert int(adam.count) == 2
     assert int(state.step) == 1  # one epoch (100) was left to train
     log = (tmp_path / "log.txt").read_text()

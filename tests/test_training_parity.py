@@ -1,13 +1,14 @@
 """The reconstruction stage's losses and gradients against the original's train-mode fixture,
 and one Adam step from the converted optimiser state against the original's."""
+
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import nhwc
+
 from mraa_jax.convert import flat_leaves, flax_to_torch, torch_to_flax_layout
 from mraa_jax.losses import EquivarianceTransform
 from mraa_jax.model_dir import load_optimizer
@@ -87,6 +88,7 @@ def test_batchnorm_statistics_after_the_forward(forward_and_grads, fixture_train
 def test_adam_step_from_converted_moments(converted_dir, forward_and_grads, fixture_train):
     """The original's 2nd Adam step (state loaded from its checkpoint) with the fixture's gradients."""
     params = forward_and_grads[0]
+
     # The original's gradients, so that this checks the optimiser alone.
     def original_grad(network):
         return lambda key_path, _: torch_to_flax_layout(
@@ -95,7 +97,9 @@ def test_adam_step_from_converted_moments(converted_dir, forward_and_grads, fixt
 
     grads = {n: jax.tree_util.tree_map_with_path(original_grad(n), params[n]) for n in RECONSTRUCTION_NETWORKS}
     optimizer = steps.adam(2e-4)
-    opt_state = with_adam_moments(optimizer.init(params), load_optimizer(converted_dir)["reconstruction"], RECONSTRUCTION_NETWORKS)
+    opt_state = with_adam_moments(
+        optimizer.init(params), load_optimizer(converted_dir)["reconstruction"], RECONSTRUCTION_NETWORKS
+    )
     updates, _ = optimizer.update(grads, opt_state, params)
     new_params = jax.tree_util.tree_map(lambda p, u: p + u, params, updates)
     checked = 0

@@ -18,6 +18,7 @@ Conventions used below:
   CPU (the values only have to be random, not reproducible across PRNGs).
 - Computation is float32; NumPy references are float64. Each tolerance says why.
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,8 +32,12 @@ import pytest
 from mraa_jax.modules.avd import AVDNetwork
 from mraa_jax.modules.bg_predictor import BGMotionPredictor
 from mraa_jax.modules.blocks import BatchNorm
-from mraa_jax.modules.flow_predictor import (PixelwiseFlowPredictor, heatmap_representation,
-                                             region_motion_affines, sparse_motions)
+from mraa_jax.modules.flow_predictor import (
+    PixelwiseFlowPredictor,
+    heatmap_representation,
+    region_motion_affines,
+    sparse_motions,
+)
 from mraa_jax.modules.generator import Generator
 from mraa_jax.modules.region_predictor import RegionPredictor
 from mraa_jax.region_params import RegionParams
@@ -59,8 +64,10 @@ def _fill_params(node, rng):
         bound = 1.0 / math.sqrt(math.prod(node["kernel"].shape[:-1]))
         return {k: rng.uniform(-bound, bound, v.shape).astype(np.float32) for k, v in node.items()}
     if set(node) == {"scale", "bias"}:  # BatchNorm: near (1, 0), not exactly, so both matter
-        return {"scale": rng.uniform(0.8, 1.2, node["scale"].shape).astype(np.float32),
-                "bias": rng.uniform(-0.1, 0.1, node["bias"].shape).astype(np.float32)}
+        return {
+            "scale": rng.uniform(0.8, 1.2, node["scale"].shape).astype(np.float32),
+            "bias": rng.uniform(-0.1, 0.1, node["bias"].shape).astype(np.float32),
+        }
     return {k: _fill_params(v, rng) for k, v in node.items()}
 
 
@@ -75,7 +82,10 @@ def random_variables(module, *args, seed=0, **kwargs):
     shapes = jax.eval_shape(functools.partial(module.init, **kwargs), KEY, *args)
     assert set(shapes) <= {"params", "batch_stats"}, set(shapes)
     rng = np.random.RandomState(seed)
-    return {"params": _fill_params(shapes.get("params", {}), rng), "batch_stats": _fill_stats(shapes.get("batch_stats", {}))}
+    return {
+        "params": _fill_params(shapes.get("params", {}), rng),
+        "batch_stats": _fill_stats(shapes.get("batch_stats", {})),
+    }
 
 
 def build(module, *args, **kwargs):
@@ -201,8 +211,10 @@ def bn_relu_autodiff(x, scale, bias, axis_name=None):
 
 
 def bn_relu_ours(x, scale, bias, axis_name=None):
-    variables = {"params": {"scale": scale, "bias": bias},
-                 "batch_stats": {"mean": jnp.zeros_like(scale), "var": jnp.ones_like(scale)}}
+    variables = {
+        "params": {"scale": scale, "bias": bias},
+        "batch_stats": {"mean": jnp.zeros_like(scale), "var": jnp.ones_like(scale)},
+    }
     out, _ = BatchNorm(axis_name=axis_name, relu=True).apply(variables, x, True, mutable=["batch_stats"])
     return out
 
@@ -232,7 +244,8 @@ def test_sync_batchnorm_gradients_match_autodiff():
     def grads(fn):
         loss = lambda x, s, b, w: jnp.sum(fn(x, s, b, axis_name="d") * w)  # noqa: E731
         return jit(jax.vmap(jax.grad(loss, argnums=(0, 1, 2)), in_axes=(0, None, None, 0), axis_name="d"))(
-            sharded, scale, bias, weights)
+            sharded, scale, bias, weights
+        )
 
     for got, want in zip(grads(bn_relu_ours), grads(bn_relu_autodiff)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
@@ -276,7 +289,7 @@ def region_predictor(name, **overrides):
     return RegionPredictor(**kwargs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def run_region_predictor(name):
     """(module, variables, params, image) of one case, initialised once per session."""
     module = region_predictor(name)
@@ -408,19 +421,38 @@ def test_bg_unknown_type_raises():
 
 FLOW_CASES = {
     # name: (module kwargs, keypoints only, with a background matrix)
-    "covar-deformed-occ-revert": (dict(use_covar_heatmap=True, use_deformed_source=True, estimate_occlusion_map=True, revert_axis_swap=True), False, True),
-    "var-heatmaponly": (dict(use_covar_heatmap=False, use_deformed_source=False, estimate_occlusion_map=False, revert_axis_swap=False), False, False),
-    "keypoints-only": (dict(use_covar_heatmap=False, use_deformed_source=True, estimate_occlusion_map=False, revert_axis_swap=True), True, False),
+    "covar-deformed-occ-revert": (
+        dict(use_covar_heatmap=True, use_deformed_source=True, estimate_occlusion_map=True, revert_axis_swap=True),
+        False,
+        True,
+    ),
+    "var-heatmaponly": (
+        dict(use_covar_heatmap=False, use_deformed_source=False, estimate_occlusion_map=False, revert_axis_swap=False),
+        False,
+        False,
+    ),
+    "keypoints-only": (
+        dict(use_covar_heatmap=False, use_deformed_source=True, estimate_occlusion_map=False, revert_axis_swap=True),
+        True,
+        False,
+    ),
 }
 
-BG_MATRIX = jnp.asarray(np.broadcast_to([[1.05, 0.1, 0.05], [-0.08, 0.95, -0.1], [0.02, -0.03, 1.0]], (B, 3, 3)), jnp.float32)
+BG_MATRIX = jnp.asarray(
+    np.broadcast_to([[1.05, 0.1, 0.05], [-0.08, 0.95, -0.1], [0.02, -0.03, 1.0]], (B, 3, 3)), jnp.float32
+)
 
 
 @pytest.mark.parametrize("name", list(FLOW_CASES))
 def test_flow_predictor_variant(name):
     kwargs, keypoints_only, with_bg = FLOW_CASES[name]
-    module = PixelwiseFlowPredictor(block_expansion=4, num_blocks=2, max_features=16, num_regions=K, num_channels=C, scale_factor=0.5, **kwargs)
-    driving, source = synthetic_params(1, keypoints_only=keypoints_only), synthetic_params(2, keypoints_only=keypoints_only)
+    module = PixelwiseFlowPredictor(
+        block_expansion=4, num_blocks=2, max_features=16, num_regions=K, num_channels=C, scale_factor=0.5, **kwargs
+    )
+    driving, source = (
+        synthetic_params(1, keypoints_only=keypoints_only),
+        synthetic_params(2, keypoints_only=keypoints_only),
+    )
     bg = BG_MATRIX if with_bg else None
     out, variables = build(module, images(32), driving, source, bg)
 
@@ -482,7 +514,9 @@ def test_sparse_motions_affine_and_background_match_numpy(revert):
     expected = np.einsum("bkij,bkhwj->bkhwi", relative, grid - d) + s
     np.testing.assert_allclose(motions[:, 1:], expected, **MOTION_TOL)
     homogeneous = np.concatenate([grid, np.ones((12, 10, 1))], -1) @ np.asarray(BG_MATRIX, np.float64)[0].T
-    np.testing.assert_allclose(motions[:, 0], np.broadcast_to(homogeneous[..., :2] / homogeneous[..., 2:], (B, 12, 10, 2)), **MOTION_TOL)
+    np.testing.assert_allclose(
+        motions[:, 0], np.broadcast_to(homogeneous[..., :2] / homogeneous[..., 2:], (B, 12, 10, 2)), **MOTION_TOL
+    )
 
 
 def test_revert_axis_swap_sign_of_zero_is_zero():
@@ -508,18 +542,31 @@ GEN_CASES = {
 def generator(name):
     n, bottleneck, skips, occlusion, revert = GEN_CASES[name]
     # A one-level hourglass keeps compilation short; flow predictor variants are tested above.
-    flow = dict(block_expansion=4, max_features=16, num_blocks=1, scale_factor=0.5, use_covar_heatmap=True, estimate_occlusion_map=occlusion)
+    flow = dict(
+        block_expansion=4,
+        max_features=16,
+        num_blocks=1,
+        scale_factor=0.5,
+        use_covar_heatmap=True,
+        estimate_occlusion_map=occlusion,
+    )
     return Generator(
-        num_channels=C, num_regions=K, block_expansion=4, max_features=16, num_down_blocks=n,
-        num_bottleneck_blocks=bottleneck, pixelwise_flow_predictor_params=tuple(sorted(flow.items())),
-        skips=skips, revert_axis_swap=revert,
+        num_channels=C,
+        num_regions=K,
+        block_expansion=4,
+        max_features=16,
+        num_down_blocks=n,
+        num_bottleneck_blocks=bottleneck,
+        pixelwise_flow_predictor_params=tuple(sorted(flow.items())),
+        skips=skips,
+        revert_axis_swap=revert,
     )
 
 
 GEN_INPUTS = (images(32), synthetic_params(1), synthetic_params(2))  # source image, driving, source params
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def run_generator(name):
     module = generator(name)
     out, variables = build(module, *GEN_INPUTS)
@@ -599,7 +646,7 @@ def test_generator_train_mode_moves_every_running_statistic():
 # =================================================================== 6. AVD network
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def run_avd():
     module = AVDNetwork(num_regions=K, id_bottle_size=8, pose_bottle_size=8, revert_axis_swap=True)
     identity, pose = synthetic_params(6, batch=4), synthetic_params(7, batch=4)
@@ -630,14 +677,25 @@ def test_avd_revert_axis_swap():
     negative = relative[..., 0, 0] < 0
     assert negative.any(), "test data must contain a swapped region"
     # Switching the sign does nothing where relative[0, 0] > 0 ...
-    aligned = RegionParams(shift=identity.shift, affine=identity.affine * jnp.where(negative, -1.0, 1.0)[..., None, None])
+    aligned = RegionParams(
+        shift=identity.shift, affine=identity.affine * jnp.where(negative, -1.0, 1.0)[..., None, None]
+    )
     # (x 1.0 and x sign 1.0 are exact; only evaluation order may differ: O(1) outputs, 1e-6.)
-    np.testing.assert_allclose(on(variables, aligned, pose).affine, off(variables, aligned, pose).affine, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        on(variables, aligned, pose).affine, off(variables, aligned, pose).affine, rtol=0, atol=1e-6
+    )
     # ... and flips the swapped regions otherwise: revert on sees `aligned` in both cases.
-    np.testing.assert_allclose(on(variables, identity, pose).affine, on(variables, aligned, pose).affine, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        on(variables, identity, pose).affine, on(variables, aligned, pose).affine, rtol=0, atol=1e-6
+    )
     # (The random MLP shrinks its input's influence to ~5e-4 here; 1e-5 is 50x below that
     # and 10x above the exact-agreement tolerance.)
-    assert np.abs(np.asarray(off(variables, identity, pose).affine) - np.asarray(on(variables, identity, pose).affine)).max() > 1e-5
+    assert (
+        np.abs(
+            np.asarray(off(variables, identity, pose).affine) - np.asarray(on(variables, identity, pose).affine)
+        ).max()
+        > 1e-5
+    )
 
 
 def test_avd_train_mode_updates_batch_stats():
@@ -662,12 +720,28 @@ TINY_CONFIG = {
         "bg_predictor_params": {"block_expansion": 4, "max_features": 16, "num_blocks": 1, "bg_type": "affine"},
         # Regression, not PCA: the 2x2 SVD is a large elementwise graph that would be compiled
         # again in every jitted entry point below (~1 s each); PCA is covered by the module tests.
-        "region_predictor_params": {"temperature": 0.1, "block_expansion": 4, "max_features": 16, "scale_factor": 0.5,
-                                    "num_blocks": 1, "pca_based": False},
+        "region_predictor_params": {
+            "temperature": 0.1,
+            "block_expansion": 4,
+            "max_features": 16,
+            "scale_factor": 0.5,
+            "num_blocks": 1,
+            "pca_based": False,
+        },
         "generator_params": {
-            "block_expansion": 4, "max_features": 16, "num_down_blocks": 1, "num_bottleneck_blocks": 0, "skips": False,
-            "pixelwise_flow_predictor_params": {"block_expansion": 4, "max_features": 16, "num_blocks": 1, "scale_factor": 0.5,
-                                                "use_covar_heatmap": True, "estimate_occlusion_map": True},
+            "block_expansion": 4,
+            "max_features": 16,
+            "num_down_blocks": 1,
+            "num_bottleneck_blocks": 0,
+            "skips": False,
+            "pixelwise_flow_predictor_params": {
+                "block_expansion": 4,
+                "max_features": 16,
+                "num_blocks": 1,
+                "scale_factor": 0.5,
+                "use_covar_heatmap": True,
+                "estimate_occlusion_map": True,
+            },
         },
         "avd_network_params": {"id_bottle_size": 8, "pose_bottle_size": 8},
     },
@@ -696,7 +770,11 @@ SOURCE = np.random.RandomState(12).uniform(0, 1, (32, 32, C)).astype(np.float32)
 def test_model_single_steps(model):
     sources = np.broadcast_to(SOURCE, VIDEO.shape)
     driving = model.regions(VIDEO)
-    assert driving.shift.shape == (5, K, 2) and driving.affine.shape == (5, K, 2, 2) and driving.covar.shape == (5, K, 2, 2)
+    assert (
+        driving.shift.shape == (5, K, 2)
+        and driving.affine.shape == (5, K, 2, 2)
+        and driving.covar.shape == (5, K, 2, 2)
+    )
     assert driving.heatmap.shape == (5, 16, 16, K)
     source = model.regions(sources)
     bg = model.background(sources, VIDEO)
@@ -739,8 +817,17 @@ def test_model_animate_modes(model, mode):
         (lambda m: m.regions(VIDEO[..., :2]), r"(?i)channel"),
         (lambda m: m.background(VIDEO[:1], VIDEO[:1, :16, :16]), r"(?i)shape"),
     ],
-    ids=["regions-3d", "background-3d", "generate-3d", "animate-4d-source", "animate-3d-video", "animate-mode",
-         "animate-empty-video", "regions-wrong-channels", "background-size-mismatch"],
+    ids=[
+        "regions-3d",
+        "background-3d",
+        "generate-3d",
+        "animate-4d-source",
+        "animate-3d-video",
+        "animate-mode",
+        "animate-empty-video",
+        "regions-wrong-channels",
+        "background-size-mismatch",
+    ],
 )
 def test_model_bad_inputs_raise_value_error(model, call, message):
     with pytest.raises(ValueError, match=message):

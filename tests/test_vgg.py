@@ -1,5 +1,6 @@
 """VGG-19 features of our Flax module, with converted torchvision-layout weights,
 against a plain NumPy/SciPy forward pass."""
+
 from __future__ import annotations
 
 import jax
@@ -32,7 +33,13 @@ def reference_features(image: np.ndarray, state: dict) -> list[np.ndarray]:
             x = x[: h // 2 * 2, : w // 2 * 2].reshape(h // 2, 2, w // 2, 2, c).max(axis=(1, 3))
         weight = state[f"features.{index}.weight"].astype(np.float64)  # (O, I, 3, 3)
         padded = np.pad(x, ((1, 1), (1, 1), (0, 0)))
-        out = np.stack([correlate(padded, np.transpose(weight[o], (1, 2, 0)), mode="valid")[..., 0] for o in range(weight.shape[0])], -1)
+        out = np.stack(
+            [
+                correlate(padded, np.transpose(weight[o], (1, 2, 0)), mode="valid")[..., 0]
+                for o in range(weight.shape[0])
+            ],
+            -1,
+        )
         x = np.maximum(out + state[f"features.{index}.bias"], 0)
         if index in (0, 5, 10, 19, 28):
             outputs.append(x)
@@ -49,7 +56,9 @@ def test_features_match_numpy_reference():
     for level, (a, b) in enumerate(zip(ours, reference)):
         assert a.shape[1:] == b.shape, f"relu{level + 1}_1 shape"
         # float32 through up to 13 convolutions vs float64: relative error ~1e-5 of the layer's scale.
-        np.testing.assert_allclose(np.asarray(a[0]), b, atol=1e-4 * max(1.0, np.abs(b).max()), err_msg=f"relu{level + 1}_1")
+        np.testing.assert_allclose(
+            np.asarray(a[0]), b, atol=1e-4 * max(1.0, np.abs(b).max()), err_msg=f"relu{level + 1}_1"
+        )
 
 
 @pytest.mark.slow

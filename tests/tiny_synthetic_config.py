@@ -1,4 +1,5 @@
 """A tiny config on the built-in synthetic figures, for end-to-end tests of the launchers."""
+
 import sys
 from pathlib import Path
 

@@ -4,6 +4,7 @@
 
 A run in a workdir that holds checkpoints resumes from the latest one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,6 +16,7 @@ sys.path.insert(0, str(REPO))  # this checkout's mraa_jax, whatever else is inst
 sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import ArrayPairs, tiny_training_config, tiny_videos  # noqa: E402
+
 from mraa_jax.training.trainer import train_reconstruction  # noqa: E402
 
 
@@ -24,7 +26,13 @@ def main():
     parser.add_argument("--max_steps", type=int, required=True)
     args = parser.parse_args()
     config = tiny_training_config()
-    train_reconstruction(config, args.workdir, ArrayPairs(tiny_videos(), config.train_params.batch_size), steps_in_epoch=100, max_steps=args.max_steps)  # no epoch end: no picture to compile
+    train_reconstruction(
+        config,
+        args.workdir,
+        ArrayPairs(tiny_videos(), config.train_params.batch_size),
+        steps_in_epoch=100,
+        max_steps=args.max_steps,
+    )  # no epoch end: no picture to compile
 
 
 if __name__ == "__main__":

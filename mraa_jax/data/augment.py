@@ -8,10 +8,11 @@ level, saturation towards its grey image, hue rotated in HSV). Unlike the origin
 stay float between operations (no uint8 rounding). Randomness comes only from the
 `np.random.Generator` passed in, so a pipeline is reproducible from its seed.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -35,11 +36,11 @@ class Augmentation:
     hue: float = 0.1
 
     @classmethod
-    def off(cls) -> "Augmentation":
+    def off(cls) -> Augmentation:
         return cls(False, False, 0.0, 0.0, 0.0, 0.0)
 
     @classmethod
-    def from_params(cls, params: Mapping | None) -> "Augmentation":
+    def from_params(cls, params: Mapping | None) -> Augmentation:
         """From the original's `dataset_params.augmentation_params` (flip_param, jitter_param).
 
         A missing group or parameter is off, as with the original's classes (their defaults:
@@ -52,8 +53,10 @@ class Augmentation:
         params = dict(params)
         unknown = set(params) - set(_GROUPS)
         if unknown:
-            raise NotImplementedError(f"augmentation groups {sorted(unknown)} are not implemented "
-                                      "(only flip_param and jitter_param, the ones the published configs use)")
+            raise NotImplementedError(
+                f"augmentation groups {sorted(unknown)} are not implemented "
+                "(only flip_param and jitter_param, the ones the published configs use)"
+            )
         given = {}
         for group, values in params.items():
             bad = set(values or {}) - set(_GROUPS[group])

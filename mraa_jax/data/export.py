@@ -7,11 +7,12 @@ tools. Frames are lossless PNG, so building a dataset from the export gives the 
     export_to_folders(summary.dataset_dir, "exported/")          # every split of a built dataset
     export_to_folders({"train": src_a, "test": src_b}, "exported/")
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from mraa_jax.data.sources import VideoSource, open_dataset
 

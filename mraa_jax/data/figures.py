@@ -26,6 +26,7 @@ A clip is a pure function of (seed, split, index, num_frames, size): the same ar
 the same bytes on a given machine (numpy's float math may differ in the last bit across CPUs).
 Motion is defined over clip time 0..1, so num_frames sets the temporal sampling, not the motion.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -37,7 +38,9 @@ SPLITS = {"train": 0, "test": 1}
 SUPERSAMPLE = 2
 MARGIN_PX = 1.5
 NUM_LIMBS = 4
-MIN_TRAVEL = 0.0  # the body centre's allowed range, as a fraction of the frame on each axis: 0 = the figure only has to fit
+MIN_TRAVEL = (
+    0.0  # the body centre's allowed range, as a fraction of the frame on each axis: 0 = the figure only has to fit
+)
 
 
 def clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -99,9 +102,21 @@ def _sample_figure(rng) -> list[_Part]:
     body_hue = rng.random()
     shared_palette = rng.random() < 0.4
     a, b = rng.uniform(0.08, 0.11), rng.uniform(0.06, 0.08)
-    parts = [_Part("ellipse", (a, b), _palette(rng, body_hue), _texture(rng), -1, (0.0, 0.0),
-                   np.pi / 2 + rng.uniform(-0.25, 0.25), rng.uniform(np.radians(5), np.radians(20)),
-                   rng.uniform(0.3, 1.0), rng.uniform(0, 2 * np.pi), layer=10)]
+    parts = [
+        _Part(
+            "ellipse",
+            (a, b),
+            _palette(rng, body_hue),
+            _texture(rng),
+            -1,
+            (0.0, 0.0),
+            np.pi / 2 + rng.uniform(-0.25, 0.25),
+            rng.uniform(np.radians(5), np.radians(20)),
+            rng.uniform(0.3, 1.0),
+            rng.uniform(0, 2 * np.pi),
+            layer=10,
+        )
+    ]
     for k in range(NUM_LIMBS):
         alpha = np.pi / 4 + 2 * np.pi * (k + rng.uniform(-0.1, 0.1)) / NUM_LIMBS  # near a diagonal of the body
         anchor = (0.8 * a * np.cos(alpha), 0.8 * b * np.sin(alpha))
@@ -111,9 +126,21 @@ def _sample_figure(rng) -> list[_Part]:
         radius = rng.uniform(0.05, 0.07)
         length = rng.uniform(0.15, 0.21)
         blob = 0.0 if rng.random() < 0.6 else radius * rng.uniform(1.4, 2.0)
-        parts.append(_Part("capsule", (length, radius, blob), _palette(rng, hue), _texture(rng), 0,
-                           anchor, normal + rng.uniform(-0.35, 0.35), rng.uniform(np.radians(35), np.radians(65)),
-                           rng.uniform(0.6, 1.4), rng.uniform(0, 2 * np.pi), layer + k))
+        parts.append(
+            _Part(
+                "capsule",
+                (length, radius, blob),
+                _palette(rng, hue),
+                _texture(rng),
+                0,
+                anchor,
+                normal + rng.uniform(-0.35, 0.35),
+                rng.uniform(np.radians(35), np.radians(65)),
+                rng.uniform(0.6, 1.4),
+                rng.uniform(0, 2 * np.pi),
+                layer + k,
+            )
+        )
     return parts
 
 
@@ -206,14 +233,14 @@ def _draw(p: _Part, index: int, q, th, scale, xs, ys, px, rim, image, cover, lab
     u, v = c * dx + s * dy, -s * dx + c * dy  # part coordinates: u along the part
     if p.kind == "ellipse":
         k = np.sqrt((u / a) ** 2 + (v / b) ** 2)
-        grad = np.sqrt((u / a ** 2) ** 2 + (v / b ** 2) ** 2) / np.maximum(k, 1e-6)
+        grad = np.sqrt((u / a**2) ** 2 + (v / b**2) ** 2) / np.maximum(k, 1e-6)
         dist = (k - 1) / np.maximum(grad, 1e-6)
         extent = a
     else:
         tt = np.clip(u, 0, length)
-        dist = np.sqrt((u - tt) ** 2 + v ** 2) - radius
+        dist = np.sqrt((u - tt) ** 2 + v**2) - radius
         if blob:
-            dist = np.minimum(dist, np.sqrt((u - length) ** 2 + v ** 2) - blob)
+            dist = np.minimum(dist, np.sqrt((u - length) ** 2 + v**2) - blob)
         extent = length
     alpha = np.clip(0.5 - dist / px, 0, 1).astype(np.float32)
     colour = _paint(p.texture, p.colours, u, v, extent)
@@ -238,8 +265,9 @@ def render_clip(rng: np.random.Generator, num_frames: int = 32, size: int = 64) 
         if np.all(room_hi - room_lo >= MIN_TRAVEL):
             break
         scale *= 0.92
-    travel = np.stack([0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.5, 1.0) * tau + rng.uniform(0, 2 * np.pi))
-                       for _ in range(2)], -1)
+    travel = np.stack(
+        [0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.5, 1.0) * tau + rng.uniform(0, 2 * np.pi)) for _ in range(2)], -1
+    )
     centres = room_lo + (room_hi - room_lo) * travel  # (T, 2) in frame units, always inside the room
 
     n = size * SUPERSAMPLE
@@ -253,13 +281,25 @@ def render_clip(rng: np.random.Generator, num_frames: int = 32, size: int = 64) 
     order = sorted(range(len(parts)), key=lambda i: parts[i].layer)
     for t in range(num_frames):
         for index in order:
-            _draw(parts[index], index, pos[index][t] + centres[t], ang[index][t], scale, xs, ys, px, rim,
-                  image[t], cover[t], label[t])
+            _draw(
+                parts[index],
+                index,
+                pos[index][t] + centres[t],
+                ang[index][t],
+                scale,
+                xs,
+                ys,
+                px,
+                rim,
+                image[t],
+                cover[t],
+                label[t],
+            )
     # box-filter the supersamples down to pixels
     f = SUPERSAMPLE
     image = sum(image[:, i::f, j::f] for i in range(f) for j in range(f)) / (f * f)
     cover = sum(cover[:, i::f, j::f] for i in range(f) for j in range(f)) / (f * f)
-    label = label[:, f // 2::f, f // 2::f]
+    label = label[:, f // 2 :: f, f // 2 :: f]
     joints = [pos[i] + centres for i, p in enumerate(parts) if p.parent >= 0]
     return Clip(
         frames=np.round(np.clip(image, 0, 1) * 255).astype(np.uint8),

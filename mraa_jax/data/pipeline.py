@@ -24,13 +24,15 @@ Under jit with a sharded mesh, feed the flat per-process batch to
 Workers: `worker_count > 0` runs the sampling in grain worker processes, which need absl
 flags parsed (run the program under `absl.app.run`); `num_threads` reads in threads instead.
 """
+
 from __future__ import annotations
 
 import csv as csv_lib
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import grain
 import numpy as np
@@ -71,8 +73,10 @@ def _resolve_augmentation(augmentation) -> Augmentation:
     if isinstance(augmentation, Mapping) or hasattr(augmentation, "to_dict"):
         params = augmentation.to_dict() if hasattr(augmentation, "to_dict") else augmentation
         return Augmentation.from_params(params)
-    raise TypeError(f"augmentation: expected True/False/None, an Augmentation or the original's augmentation_params, "
-                    f"got {type(augmentation).__name__}")
+    raise TypeError(
+        f"augmentation: expected True/False/None, an Augmentation or the original's augmentation_params, "
+        f"got {type(augmentation).__name__}"
+    )
 
 
 def _seeds(seed: int) -> tuple[int, int]:
@@ -110,7 +114,11 @@ class DataIterator:
         theirs = json.loads(json.dumps(state.get("pipeline")))
         ours = json.loads(json.dumps(self.fingerprint))
         if theirs != ours:
-            diff = {k: (theirs.get(k) if theirs else None, ours.get(k)) for k in ours if not theirs or theirs.get(k) != ours.get(k)}
+            diff = {
+                k: (theirs.get(k) if theirs else None, ours.get(k))
+                for k in ours
+                if not theirs or theirs.get(k) != ours.get(k)
+            }
             raise ValueError(f"iterator state was saved by a different pipeline; (saved, this) differ in {diff}")
         self._it.set_state(state["grain"])
 
@@ -134,7 +142,9 @@ class _SamplePair:
         self.source, self.groups, self.augmentation = source, groups, augmentation
 
     def __call__(self, unit, rng: np.random.Generator):
-        unit = int(unit) % (len(self.source) if self.groups is None else len(self.groups))  # epochs hold num_repeats passes
+        unit = int(unit) % (
+            len(self.source) if self.groups is None else len(self.groups)
+        )  # epochs hold num_repeats passes
         video = unit if self.groups is None else self.groups[unit][int(rng.integers(len(self.groups[unit])))]
         num_frames = self.source.videos[video].num_frames
         indices = np.sort(rng.choice(num_frames, size=2, replace=True))
@@ -150,10 +160,21 @@ class _ToDevices:
         return {k: v.reshape((self.num_devices, -1) + v.shape[1:]) for k, v in batch.items()}
 
 
-def training_pairs(source, batch_size: int, *, seed: int = 0, num_repeats: int = 1, num_epochs: int | None = None,
-                   id_sampling: bool = False, augmentation=True, shard: tuple[int, int] | None = None,
-                   num_devices: int | None = None, device_axis: bool = False, worker_count: int = 0,
-                   num_threads: int = 2) -> DataIterator:
+def training_pairs(
+    source,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    num_repeats: int = 1,
+    num_epochs: int | None = None,
+    id_sampling: bool = False,
+    augmentation=True,
+    shard: tuple[int, int] | None = None,
+    num_devices: int | None = None,
+    device_axis: bool = False,
+    worker_count: int = 0,
+    num_threads: int = 2,
+) -> DataIterator:
     """Batches of training pairs {"source", "driving"}: float32 (B/P, H, W, 3) in [0, 1].
 
     source: a VideoSource, or a built dataset directory (its train split). batch_size: the
@@ -172,8 +193,10 @@ def training_pairs(source, batch_size: int, *, seed: int = 0, num_repeats: int =
         raise ValueError(f"batch_size {batch_size} must be a positive multiple of the process count {process_count}")
     local = batch_size // process_count
     if num_devices is not None and local % num_devices:
-        raise ValueError(f"per-process batch {local} (batch_size {batch_size} / {process_count} processes) "
-                         f"does not divide over {num_devices} devices")
+        raise ValueError(
+            f"per-process batch {local} (batch_size {batch_size} / {process_count} processes) "
+            f"does not divide over {num_devices} devices"
+        )
     if device_axis and num_devices is None:
         raise ValueError("device_axis=True needs num_devices")
     if source.frame_size is None:
@@ -186,8 +209,10 @@ def training_pairs(source, batch_size: int, *, seed: int = 0, num_repeats: int =
     epoch = units * int(num_repeats)
     steps = epoch // batch_size
     if steps == 0:
-        raise ValueError(f"an epoch has {epoch} samples ({units} {'identities' if id_sampling else 'videos'} x "
-                         f"num_repeats {num_repeats}), fewer than one batch of {batch_size}; raise num_repeats")
+        raise ValueError(
+            f"an epoch has {epoch} samples ({units} {'identities' if id_sampling else 'videos'} x "
+            f"num_repeats {num_repeats}), fewer than one batch of {batch_size}; raise num_repeats"
+        )
     shuffle_seed, sample_seed = _seeds(seed)
     ds = grain.MapDataset.range(epoch).shuffle(seed=shuffle_seed)[: steps * batch_size]  # drop_last per epoch
     ds = ds.repeat(num_epochs)
@@ -195,13 +220,26 @@ def training_pairs(source, batch_size: int, *, seed: int = 0, num_repeats: int =
     ds = ds[process_index::process_count].batch(local, drop_remainder=True)
     if device_axis:
         ds = ds.map(_ToDevices(num_devices))
-    fingerprint = {"kind": "training_pairs", "seed": int(seed), "batch_size": int(batch_size),
-                   "num_repeats": int(num_repeats), "num_epochs": num_epochs, "id_sampling": bool(id_sampling),
-                   "augmentation": [aug.horizontal_flip, aug.time_flip, aug.brightness, aug.contrast, aug.saturation, aug.hue],
-                   "shard": [int(process_index), int(process_count)], "num_videos": len(source),
-                   "num_frames": int(sum(v.num_frames for v in source.videos)), "worker_count": int(worker_count)}
-    return DataIterator(_finish(ds, num_threads, worker_count), fingerprint, steps_per_epoch=steps,
-                        local_batch_size=local, epoch_size=steps * batch_size)
+    fingerprint = {
+        "kind": "training_pairs",
+        "seed": int(seed),
+        "batch_size": int(batch_size),
+        "num_repeats": int(num_repeats),
+        "num_epochs": num_epochs,
+        "id_sampling": bool(id_sampling),
+        "augmentation": [aug.horizontal_flip, aug.time_flip, aug.brightness, aug.contrast, aug.saturation, aug.hue],
+        "shard": [int(process_index), int(process_count)],
+        "num_videos": len(source),
+        "num_frames": int(sum(v.num_frames for v in source.videos)),
+        "worker_count": int(worker_count),
+    }
+    return DataIterator(
+        _finish(ds, num_threads, worker_count),
+        fingerprint,
+        steps_per_epoch=steps,
+        local_batch_size=local,
+        epoch_size=steps * batch_size,
+    )
 
 
 class _LoadVideo:
@@ -210,11 +248,16 @@ class _LoadVideo:
 
     def __call__(self, index):
         index = int(index)
-        return {"video": self.source.video(index).astype(np.float32) * np.float32(1 / 255),
-                "name": self.source.videos[index].name, "index": index}
+        return {
+            "video": self.source.video(index).astype(np.float32) * np.float32(1 / 255),
+            "name": self.source.videos[index].name,
+            "index": index,
+        }
 
 
-def test_videos(source, *, shard: tuple[int, int] | None = None, worker_count: int = 0, num_threads: int = 0) -> DataIterator:
+def test_videos(
+    source, *, shard: tuple[int, int] | None = None, worker_count: int = 0, num_threads: int = 0
+) -> DataIterator:
     """Whole videos in order, one at a time: {"video": float32 (T, H, W, 3), "name", "index"}.
 
     source: a VideoSource or a built dataset directory (its test split). With several
@@ -224,7 +267,11 @@ def test_videos(source, *, shard: tuple[int, int] | None = None, worker_count: i
     process_index, process_count = shard if shard is not None else _default_shard()
     ds = grain.MapDataset.range(len(source))[process_index::process_count].map(_LoadVideo(source))
     fingerprint = {"kind": "test_videos", "num_videos": len(source), "shard": [int(process_index), int(process_count)]}
-    return DataIterator(_finish(ds, num_threads, worker_count), fingerprint, num_videos=len(range(len(source))[process_index::process_count]))
+    return DataIterator(
+        _finish(ds, num_threads, worker_count),
+        fingerprint,
+        num_videos=len(range(len(source))[process_index::process_count]),
+    )
 
 
 def read_pairs_csv(path, source: VideoSource, driving: VideoSource | None = None) -> list[tuple[int, int]]:
@@ -251,10 +298,18 @@ def read_pairs_csv(path, source: VideoSource, driving: VideoSource | None = None
         except KeyError:
             missing.append((row["source"], row["driving"]))
     if missing:
-        log.warning("%s: %d of %d pairs name videos not in the dataset, dropped (first: %s)", path, len(missing), len(rows), missing[:3])
+        log.warning(
+            "%s: %d of %d pairs name videos not in the dataset, dropped (first: %s)",
+            path,
+            len(missing),
+            len(rows),
+            missing[:3],
+        )
     if not pairs:
-        raise InputError(f"{path}: none of its {len(rows)} pairs names videos of this dataset"
-                         + (f" (first: {missing[0]})" if missing else ""))
+        raise InputError(
+            f"{path}: none of its {len(rows)} pairs names videos of this dataset"
+            + (f" (first: {missing[0]})" if missing else "")
+        )
     return pairs
 
 
@@ -267,13 +322,25 @@ class _LoadPair:
 
     def __call__(self, index):
         s, d = self.pairs[int(index)]
-        return {"source_video": self.source.video(s).astype(np.float32) * np.float32(1 / 255),
-                "driving_video": self.driving.video(d).astype(np.float32) * np.float32(1 / 255),
-                "source_name": self.source.videos[s].name, "driving_name": self.driving.videos[d].name}
+        return {
+            "source_video": self.source.video(s).astype(np.float32) * np.float32(1 / 255),
+            "driving_video": self.driving.video(d).astype(np.float32) * np.float32(1 / 255),
+            "source_name": self.source.videos[s].name,
+            "driving_name": self.driving.videos[d].name,
+        }
 
 
-def animation_pairs(source, *, csv=None, num_pairs: int = 50, seed: int = 0, driving=None,
-                    shard: tuple[int, int] | None = None, worker_count: int = 0, num_threads: int = 0) -> DataIterator:
+def animation_pairs(
+    source,
+    *,
+    csv=None,
+    num_pairs: int = 50,
+    seed: int = 0,
+    driving=None,
+    shard: tuple[int, int] | None = None,
+    worker_count: int = 0,
+    num_threads: int = 0,
+) -> DataIterator:
     """Pairs of whole videos for animation: {"source_video", "driving_video"} float32 (T, H, W, 3), and names.
 
     From `csv` (columns `source`, `driving`), else `num_pairs` distinct (source, driving)
@@ -292,6 +359,11 @@ def animation_pairs(source, *, csv=None, num_pairs: int = 50, seed: int = 0, dri
         pairs = [(int(i) // len(driving_src), int(i) % len(driving_src)) for i in flat]
     process_index, process_count = shard if shard is not None else _default_shard()
     ds = grain.MapDataset.range(len(pairs))[process_index::process_count].map(_LoadPair(pairs, source, driving_src))
-    fingerprint = {"kind": "animation_pairs", "pairs": len(pairs), "seed": int(seed), "csv": str(csv) if csv else None,
-                   "shard": [int(process_index), int(process_count)]}
+    fingerprint = {
+        "kind": "animation_pairs",
+        "pairs": len(pairs),
+        "seed": int(seed),
+        "csv": str(csv) if csv else None,
+        "shard": [int(process_index), int(process_count)],
+    }
     return DataIterator(_finish(ds, num_threads, worker_count), fingerprint, pairs=pairs)

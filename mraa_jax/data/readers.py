@@ -13,11 +13,12 @@ Grey becomes RGB, alpha is dropped, frames are optionally resized to `frame_shap
 anti-aliased when shrinking). Anything that cannot be read raises `VideoReadError`, whose
 message starts with the offending file.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -62,8 +63,11 @@ def _natural_key(name: str):
 def frame_files(folder) -> list[Path]:
     """The frame images of a frame folder, in natural name order (hidden files ignored)."""
     folder = Path(folder)
-    files = [p for p in folder.iterdir()
-             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in FRAME_EXTENSIONS]
+    files = [
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in FRAME_EXTENSIONS
+    ]
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
@@ -112,14 +116,18 @@ def as_rgb_uint8(array: np.ndarray, path) -> np.ndarray:
         if np.issubdtype(array.dtype, np.floating) and array.size and 0.0 <= array.min() and array.max() <= 1.0:
             array = np.round(array * 255.0).astype(np.uint8)
         else:
-            raise VideoReadError(path, f"unsupported pixel type {array.dtype} (expected uint8, uint16, or float in [0, 1])")
+            raise VideoReadError(
+                path, f"unsupported pixel type {array.dtype} (expected uint8, uint16, or float in [0, 1])"
+            )
     channels = array.shape[-1]
     if channels == 1:
         return np.ascontiguousarray(np.repeat(array, 3, axis=-1))
     if channels in (3, 4):
         return np.ascontiguousarray(array[..., :3])
-    raise VideoReadError(path, f"wrong channel count {channels} (frames of shape {array.shape[-3:]}); "
-                               "expected 1 (grey), 3 (RGB) or 4 (RGBA)")
+    raise VideoReadError(
+        path,
+        f"wrong channel count {channels} (frames of shape {array.shape[-3:]}); expected 1 (grey), 3 (RGB) or 4 (RGBA)",
+    )
 
 
 def _decode_image(path: Path) -> np.ndarray:
@@ -140,7 +148,9 @@ def _decode_image(path: Path) -> np.ndarray:
                 arr = (np.asarray(im).astype(np.uint32) >> 8).astype(np.uint8)
             elif mode == "I":  # 32-bit grey: PIL's container for 16-bit PNGs; 8-bit data if it fits
                 arr = np.asarray(im).astype(np.int64)
-                arr = (np.clip(arr, 0, 65535) >> 8 if arr.max(initial=0) > 255 else np.clip(arr, 0, 255)).astype(np.uint8)
+                arr = (np.clip(arr, 0, 65535) >> 8 if arr.max(initial=0) > 255 else np.clip(arr, 0, 255)).astype(
+                    np.uint8
+                )
             elif mode == "1":
                 arr = np.asarray(im.convert("L"))
             else:  # P (palette), CMYK, YCbCr, LAB, HSV, F...: let PIL convert to RGB
@@ -184,8 +194,11 @@ def _read_frame_folder(path: Path, hw) -> np.ndarray:
         if hw is not None:
             frame = resize_frames(frame[None], hw)[0]
         elif frames and frame.shape != frames[0].shape:
-            raise VideoReadError(f, f"frame size {frame.shape[1]}x{frame.shape[0]} differs from the folder's first frame "
-                                    f"({frames[0].shape[1]}x{frames[0].shape[0]}); give frame_shape to resize all frames")
+            raise VideoReadError(
+                f,
+                f"frame size {frame.shape[1]}x{frame.shape[0]} differs from the folder's first frame "
+                f"({frames[0].shape[1]}x{frames[0].shape[0]}); give frame_shape to resize all frames",
+            )
         frames.append(frame)
     return np.stack(frames)
 
@@ -199,7 +212,9 @@ def _read_video_file(path: Path) -> np.ndarray:
         frames = iio.imread(path, index=None)
     except Exception as e:  # imageio/ffmpeg raise many kinds (OSError, RuntimeError, IndexError...)
         reason = str(e).strip().splitlines()[0] if str(e).strip() else "no details"
-        raise VideoReadError(path, f"cannot decode video ({type(e).__name__}: {reason}); expected a video file with at least one frame") from None
+        raise VideoReadError(
+            path, f"cannot decode video ({type(e).__name__}: {reason}); expected a video file with at least one frame"
+        ) from None
     frames = np.asarray(frames)
     if frames.ndim == 3 and frames.shape[-1] in (3, 4):
         frames = frames[None]  # one colour frame, returned without a time axis
@@ -220,10 +235,15 @@ def _read_stacked(path: Path, hw) -> np.ndarray:
     else:
         frame_h, frame_w = hw
         if height != frame_h:
-            raise VideoReadError(path, f"stacked image is {height} pixels high but frame_shape asks for frames {frame_h} high")
+            raise VideoReadError(
+                path, f"stacked image is {height} pixels high but frame_shape asks for frames {frame_h} high"
+            )
     if width % frame_w:
-        raise VideoReadError(path, f"stacked image width {width} is not a multiple of the frame width {frame_w}"
-                                   + ("" if hw else " (frames taken as square, height x height; give frame_shape otherwise)"))
+        raise VideoReadError(
+            path,
+            f"stacked image width {width} is not a multiple of the frame width {frame_w}"
+            + ("" if hw else " (frames taken as square, height x height; give frame_shape otherwise)"),
+        )
     frames = image.reshape(height, width // frame_w, frame_w, 3).transpose(1, 0, 2, 3)
     return np.ascontiguousarray(frames)
 
@@ -264,8 +284,11 @@ def read_video(path, frame_shape=None) -> np.ndarray:
     elif suffix in ARRAY_EXTENSIONS:
         frames = _read_array(path)
     else:
-        raise VideoReadError(path, f"unsupported file type {suffix or '(no extension)'!r}; expected a frame folder, "
-                                   f"{', '.join(VIDEO_EXTENSIONS + STACKED_EXTENSIONS + ARRAY_EXTENSIONS)}")
+        raise VideoReadError(
+            path,
+            f"unsupported file type {suffix or '(no extension)'!r}; expected a frame folder, "
+            f"{', '.join(VIDEO_EXTENSIONS + STACKED_EXTENSIONS + ARRAY_EXTENSIONS)}",
+        )
     return resize_frames(frames, hw) if hw is not None else frames
 
 

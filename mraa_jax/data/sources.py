@@ -6,11 +6,12 @@ reads any frames of any video. Two kinds:
   TFDS's array_record data source, one record per frame;
 - `ArraySource`: videos held in memory (small data, tests, generated clips).
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -127,22 +128,28 @@ class RecordSource(VideoSource):
         import tensorflow_datasets as tfds
 
         if not (self.dataset_dir / "dataset_info.json").is_file():
-            raise FileNotFoundError(f"{self.dataset_dir}: not a built dataset (no dataset_info.json); build it with "
-                                    "build_video_dataset or build_synthetic_dataset, and pass the dataset_dir they return")
+            raise FileNotFoundError(
+                f"{self.dataset_dir}: not a built dataset (no dataset_info.json); build it with "
+                "build_video_dataset or build_synthetic_dataset, and pass the dataset_dir they return"
+            )
         builder = tfds.builder_from_directory(str(self.dataset_dir))
         if self.split not in builder.info.splits:
             raise KeyError(f"{self.dataset_dir}: no split {self.split!r} (has {sorted(builder.info.splits)})")
         table = dict(builder.info.metadata or {}).get("videos", {}).get(self.split)
         if table is None:
-            raise ValueError(f"{self.dataset_dir}: no video table in metadata.json; not a dataset written by mraa_jax.data")
+            raise ValueError(
+                f"{self.dataset_dir}: no video table in metadata.json; not a dataset written by mraa_jax.data"
+            )
         infos, start = [], 0
         for name, identity, num_frames, height, width in table:
             infos.append(VideoInfo(name, identity, int(num_frames), int(height), int(width), start))
             start += int(num_frames)
         self._records = builder.as_data_source(split=self.split)
         if len(self._records) != start:
-            raise ValueError(f"{self.dataset_dir} split {self.split!r}: {len(self._records)} records but the video table "
-                             f"lists {start} frames; the dataset is damaged, rebuild it")
+            raise ValueError(
+                f"{self.dataset_dir} split {self.split!r}: {len(self._records)} records but the video table "
+                f"lists {start} frames; the dataset is damaged, rebuild it"
+            )
         self.videos = tuple(infos)
 
     def __getstate__(self):
@@ -165,7 +172,9 @@ class RecordSource(VideoSource):
         records = self._records.__getitems__([start + i for i in idx])
         out = np.stack([r["frame"] for r in records])
         if int(records[0]["video"]) != video or int(records[0]["frame_index"]) != idx[0]:
-            raise ValueError(f"{self.dataset_dir} split {self.split!r}: record order does not match the video table; rebuild it")
+            raise ValueError(
+                f"{self.dataset_dir} split {self.split!r}: record order does not match the video table; rebuild it"
+            )
         return out
 
 

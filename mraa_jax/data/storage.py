@@ -15,12 +15,13 @@ The dataset's `metadata.json` (TFDS `MetadataDict`) holds the video table of eac
 {"videos": {split: [[name, identity, num_frames, height, width], ...]}}, so that a reader
 finds a video's records without scanning them, plus what the builder reports (`summary`).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -32,14 +33,16 @@ def features(compress: bool):
     import tensorflow_datasets as tfds
 
     t = tfds.features.Tensor
-    return tfds.features.FeaturesDict({
-        "frame": t(shape=(None, None, 3), dtype=np.uint8, encoding="zlib" if compress else "bytes"),
-        "video": t(shape=(), dtype=np.int32),
-        "frame_index": t(shape=(), dtype=np.int32),
-        "num_frames": t(shape=(), dtype=np.int32),
-        "name": t(shape=(), dtype=np.str_),
-        "identity": t(shape=(), dtype=np.str_),
-    })
+    return tfds.features.FeaturesDict(
+        {
+            "frame": t(shape=(None, None, 3), dtype=np.uint8, encoding="zlib" if compress else "bytes"),
+            "video": t(shape=(), dtype=np.int32),
+            "frame_index": t(shape=(), dtype=np.int32),
+            "num_frames": t(shape=(), dtype=np.int32),
+            "name": t(shape=(), dtype=np.str_),
+            "identity": t(shape=(), dtype=np.str_),
+        }
+    )
 
 
 @dataclasses.dataclass
@@ -58,8 +61,17 @@ class SplitWriter:
         num_frames, height, width = (int(s) for s in frames.shape[:3])
         self.table.append([name, identity, num_frames, height, width])
         for i in range(num_frames):
-            yield self.next_key, {"frame": frames[i], "video": video, "frame_index": i, "num_frames": num_frames,
-                                  "name": name, "identity": identity}
+            yield (
+                self.next_key,
+                {
+                    "frame": frames[i],
+                    "video": video,
+                    "frame_index": i,
+                    "num_frames": num_frames,
+                    "name": name,
+                    "identity": identity,
+                },
+            )
             self.next_key += 1
 
 
@@ -76,15 +88,21 @@ class BuildSummary:
     reused: bool = False  # the dataset existed already and was not rebuilt
 
     def __str__(self):
-        lines = [f"dataset at {self.dataset_dir}" + (" (already built, reused)" if self.reused else f" built in {self.seconds:.1f} s")]
+        lines = [
+            f"dataset at {self.dataset_dir}"
+            + (" (already built, reused)" if self.reused else f" built in {self.seconds:.1f} s")
+        ]
         for split in self.num_videos:
             lines.append(f"  {split}: {self.num_videos[split]} videos, {self.num_frames[split]} frames")
         if self.skipped:
             lines.append(f"  skipped {len(self.skipped)} unreadable file(s):")
             lines += [f"    {path}: {problem}" for path, problem in self.skipped]
         if self.ignored:
-            lines.append(f"  ignored {len(self.ignored)} file(s) that are not videos: " + ", ".join(str(p) for p in self.ignored[:5])
-                         + (" ..." if len(self.ignored) > 5 else ""))
+            lines.append(
+                f"  ignored {len(self.ignored)} file(s) that are not videos: "
+                + ", ".join(str(p) for p in self.ignored[:5])
+                + (" ..." if len(self.ignored) > 5 else "")
+            )
         return "\n".join(lines)
 
     def to_json(self) -> dict:
@@ -137,7 +155,7 @@ def ordered_parallel(fn, items: Iterable, num_workers: int, lookahead: int | Non
     lookahead = lookahead or 2 * num_workers
     with ThreadPoolExecutor(num_workers) as pool:
         futures = []
-        for i, item in enumerate(items):
+        for item in items:
             futures.append((item, pool.submit(safe, item)))
             if len(futures) > lookahead:
                 it, fut = futures.pop(0)

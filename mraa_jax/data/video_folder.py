@@ -16,6 +16,7 @@ Unreadable files are all reported: with on_error='skip' they are left out and li
 summary (and in the dataset's metadata.json); with on_error='stop' every file is still tried,
 then `DatasetBuildError` lists all bad files and nothing is written.
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,21 +58,27 @@ def split_videos(root, seed: int = 0, test_fraction: float = 0.2) -> tuple[dict[
     if train_dir.is_dir() or test_dir.is_dir():
         if not (train_dir.is_dir() and test_dir.is_dir()):
             missing = test_dir if train_dir.is_dir() else train_dir
-            raise DatasetBuildError(f"{root}: has {'train' if train_dir.is_dir() else 'test'}/ but no {missing.name}/; "
-                                    "give both, or neither (then the videos in the root are split 80/20)")
+            raise DatasetBuildError(
+                f"{root}: has {'train' if train_dir.is_dir() else 'test'}/ but no {missing.name}/; "
+                "give both, or neither (then the videos in the root are split 80/20)"
+            )
         train, ignored_train = list_videos(train_dir)
         test, ignored_test = list_videos(test_dir)
         splits, ignored = {"train": train, "test": test}, ignored_train + ignored_test
     else:
         videos, ignored = list_videos(root)
         if len(videos) < 2:
-            raise DatasetBuildError(f"{root}: found {len(videos)} video(s); an 80/20 split needs at least 2 "
-                                    "(or give train/ and test/ folders)")
+            raise DatasetBuildError(
+                f"{root}: found {len(videos)} video(s); an 80/20 split needs at least 2 "
+                "(or give train/ and test/ folders)"
+            )
         order = np.random.default_rng(seed).permutation(len(videos))
         num_test = min(len(videos) - 1, max(1, int(round(test_fraction * len(videos)))))
         test_set = set(order[:num_test].tolist())
-        splits = {"train": [v for i, v in enumerate(videos) if i not in test_set],
-                  "test": [v for i, v in enumerate(videos) if i in test_set]}
+        splits = {
+            "train": [v for i, v in enumerate(videos) if i not in test_set],
+            "test": [v for i, v in enumerate(videos) if i in test_set],
+        }
     for split, videos in splits.items():
         if not videos:  # only possible with train/ and test/ folders: the 80/20 split fills both
             raise DatasetBuildError(f"{root / split}: no videos")
@@ -85,8 +92,19 @@ class MraaVideoFolder(tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES = {"1.0.0": "One record per frame; video table in metadata.json."}
     code_path = None  # nothing to download, so no checksums file (and tfds 4.9 needs importlib_resources to find one)
 
-    def __init__(self, *, root=None, frame_shape=None, on_error: str = "skip", split_seed: int = 0,
-                 compress: bool = False, num_workers: int = 4, name: str | None = None, config=None, **kwargs):
+    def __init__(
+        self,
+        *,
+        root=None,
+        frame_shape=None,
+        on_error: str = "skip",
+        split_seed: int = 0,
+        compress: bool = False,
+        num_workers: int = 4,
+        name: str | None = None,
+        config=None,
+        **kwargs,
+    ):
         """root=None makes a reader of an already built dataset, found by `name` (or TFDS's `config`
         string, as in `tfds.data_source("mraa_video_folder/<name>", data_dir=...)`)."""
         if on_error not in ("skip", "stop"):
@@ -99,8 +117,11 @@ class MraaVideoFolder(tfds.core.GeneratorBasedBuilder):
         self.split_seed = int(split_seed)
         self.compress = bool(compress)
         self.num_workers = int(num_workers)
-        config_name = name or (config if isinstance(config, str) else None) or (
-            self.root.name + (f"_{self.hw[0]}x{self.hw[1]}" if self.hw else ""))
+        config_name = (
+            name
+            or (config if isinstance(config, str) else None)
+            or (self.root.name + (f"_{self.hw[0]}x{self.hw[1]}" if self.hw else ""))
+        )
         config_name = re.sub(r"[^A-Za-z0-9_-]+", "_", config_name).strip("_") or "videos"
         config = tfds.core.BuilderConfig(name=config_name, description=f"videos under {self.root}")
         kwargs.setdefault("file_format", "array_record")
@@ -122,9 +143,16 @@ class MraaVideoFolder(tfds.core.GeneratorBasedBuilder):
         self._problems = []
         self._remaining = len(splits)
         meta = self.info.metadata
-        meta.update({"format_version": storage.FORMAT_VERSION, "root": str(self.root),
-                     "frame_shape": list(self.hw) if self.hw else None, "split_seed": self.split_seed,
-                     "videos": {}, "summary": {"skipped": [], "ignored": [str(p) for p in ignored]}})
+        meta.update(
+            {
+                "format_version": storage.FORMAT_VERSION,
+                "root": str(self.root),
+                "frame_shape": list(self.hw) if self.hw else None,
+                "split_seed": self.split_seed,
+                "videos": {},
+                "summary": {"skipped": [], "ignored": [str(p) for p in ignored]},
+            }
+        )
         for p in ignored:
             log.warning("%s: not a video (unsupported file type), ignored", p)
         return {split: self._generate_examples(split, videos) for split, videos in splits.items()}
@@ -144,14 +172,26 @@ class MraaVideoFolder(tfds.core.GeneratorBasedBuilder):
         self.info.metadata["summary"]["skipped"] = [list(p) for p in self._problems]
         self._remaining -= 1
         if self._problems and self.on_error == "stop" and self._remaining == 0:
-            raise DatasetBuildError(f"{self.root}: {len(self._problems)} unreadable file(s); nothing written "
-                                    "(on_error='skip' leaves them out instead)", self._problems)
+            raise DatasetBuildError(
+                f"{self.root}: {len(self._problems)} unreadable file(s); nothing written "
+                "(on_error='skip' leaves them out instead)",
+                self._problems,
+            )
         if not writer.table:
             raise DatasetBuildError(f"{self.root}: no readable video in the {split} split", self._problems)
 
 
-def build_video_dataset(root, data_dir, frame_shape=None, on_error: str = "skip", *, name: str | None = None,
-                        split_seed: int = 0, compress: bool = False, num_workers: int = 4) -> storage.BuildSummary:
+def build_video_dataset(
+    root,
+    data_dir,
+    frame_shape=None,
+    on_error: str = "skip",
+    *,
+    name: str | None = None,
+    split_seed: int = 0,
+    compress: bool = False,
+    num_workers: int = 4,
+) -> storage.BuildSummary:
     """Write the videos under `root` as a TFDS dataset in `data_dir` (once) and summarise it.
 
     frame_shape: None (stored size) or (H, W[, 3]) to resize every frame. on_error: 'skip'
@@ -159,13 +199,22 @@ def build_video_dataset(root, data_dir, frame_shape=None, on_error: str = "skip"
     num_workers: threads decoding videos ahead of the writer. Returns a BuildSummary whose
     `dataset_dir` is what `open_split` takes.
     """
-    builder = MraaVideoFolder(root=root, frame_shape=frame_shape, on_error=on_error, split_seed=split_seed,
-                              compress=compress, num_workers=num_workers, name=name,
-                              data_dir=str(Path(data_dir).expanduser()))
+    builder = MraaVideoFolder(
+        root=root,
+        frame_shape=frame_shape,
+        on_error=on_error,
+        split_seed=split_seed,
+        compress=compress,
+        num_workers=num_workers,
+        name=name,
+        data_dir=str(Path(data_dir).expanduser()),
+    )
     dataset_dir = Path(builder.data_dir)
     if (dataset_dir / "dataset_info.json").is_file():
         stored_root = dict(builder.info.metadata or {}).get("root")
         if stored_root is not None and stored_root != str(builder.root):
-            raise DatasetBuildError(f"{dataset_dir} already holds the videos of {stored_root}, not {builder.root}; "
-                                    "pass name=... or another data_dir")
+            raise DatasetBuildError(
+                f"{dataset_dir} already holds the videos of {stored_root}, not {builder.root}; "
+                "pass name=... or another data_dir"
+            )
     return storage.prepare(builder)

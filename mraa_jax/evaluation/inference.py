@@ -9,9 +9,8 @@ Every frame is computed independently of the others (given the source and the
 call of a compiled program, the last chunk is padded by repeating its last frame,
 and the results stay on the device until the loop ends (one transfer at the end).
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
@@ -109,7 +108,9 @@ def run_frames(
         bar = tqdm(total=num_frames, unit="frame", desc=f"animating ({mode})", leave=False)
     with jax.transfer_guard_device_to_host("disallow"):  # nothing comes back to the host inside the loop
         for chunk, valid in padded_chunks(driving_frames, chunk_size):
-            out = model.jitted.animation_chunk(variables, source, levels, source_params, initial, chunk, scale, mode=mode, visual=visual)
+            out = model.jitted.animation_chunk(
+                variables, source, levels, source_params, initial, chunk, scale, mode=mode, visual=visual
+            )
             parts.append({k: v[:valid] for k, v in out.items()})
             if bar is not None:
                 # Wait for the previous chunk (no transfer): the bar then follows the computation, one chunk behind the dispatch.
@@ -164,15 +165,21 @@ def animate(
     progress: bool = False,
 ) -> np.ndarray:
     """Animate one (H, W, C) image in [0, 1] with (T, H, W, C) driving frames: (T, H, W, C) float32 NumPy."""
-    return animate_outputs(model, source_image, driving_frames, mode, chunk_size, find_best_frame, False, progress)["prediction"]
+    return animate_outputs(model, source_image, driving_frames, mode, chunk_size, find_best_frame, False, progress)[
+        "prediction"
+    ]
 
 
-def animate_frame_by_frame(model, source_image, driving_frames, mode: str = "relative", initial_frame: Optional[np.ndarray] = None) -> np.ndarray:
+def animate_frame_by_frame(
+    model, source_image, driving_frames, mode: str = "relative", initial_frame: np.ndarray | None = None
+) -> np.ndarray:
     """Reference: one frame at a time through the public single-step API (`regions`, `avd`, `generate`)."""
     source_image, driving_frames = _check_inputs(model, source_image, driving_frames)
     source = source_image[None]
     sp = model.regions(source).without_heatmap()
-    initial = model.regions((driving_frames[:1] if initial_frame is None else jnp.asarray(initial_frame)[None])).without_heatmap()
+    initial = model.regions(
+        driving_frames[:1] if initial_frame is None else jnp.asarray(initial_frame)[None]
+    ).without_heatmap()
     scale = animation.movement_scale(sp.shift[0], initial.shift[0]) if mode == "relative" else 1.0
     frames = []
     for t in range(driving_frames.shape[0]):

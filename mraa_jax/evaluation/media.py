@@ -1,9 +1,9 @@
 """Reading the demo's inputs and writing videos, PNG strips and visualisations."""
+
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -68,10 +68,12 @@ def read_source_image(path) -> np.ndarray:
 def check_size(hw, what: str) -> None:
     """InputError naming `what` if an image of (H, W) pixels is too small to animate."""
     if min(hw) < MIN_SIDE:
-        raise InputError(f"{what}: {hw[1]}x{hw[0]} pixels, too small to animate (need at least {MIN_SIDE} on each side)")
+        raise InputError(
+            f"{what}: {hw[1]}x{hw[0]} pixels, too small to animate (need at least {MIN_SIDE} on each side)"
+        )
 
 
-def video_fps(path) -> Optional[float]:
+def video_fps(path) -> float | None:
     """Frames per second of a video file from its metadata, or None (frame folders, arrays, unknown)."""
     path = Path(path)
     if not path.is_file() or path.suffix.lower() not in VIDEO_SUFFIXES:
@@ -129,7 +131,9 @@ def _write_video(path: Path, frames, fps: float) -> None:
         return
     with warnings.catch_warnings():  # ffmpeg runs as a subprocess; JAX warns about any fork
         warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
-        writer = imageio.get_writer(path, fps=fps, codec="libx264", quality=8, macro_block_size=1, ffmpeg_log_level="error")
+        writer = imageio.get_writer(
+            path, fps=fps, codec="libx264", quality=8, macro_block_size=1, ffmpeg_log_level="error"
+        )
         try:
             for frame in frames:
                 # Odd sizes: libx264's yuv420p needs even sides; pad by one pixel (edge) rather than rescale.
@@ -163,8 +167,10 @@ def read_raw_frames(stream, size, what: str = "standard input"):
         if not data:
             return
         if len(data) < frame_bytes:
-            raise InputError(f"{what}: the last frame has {len(data)} bytes, expected {frame_bytes} "
-                             f"({width}x{height} rgb24; is --driving_size the stream's size?)")
+            raise InputError(
+                f"{what}: the last frame has {len(data)} bytes, expected {frame_bytes} "
+                f"({width}x{height} rgb24; is --driving_size the stream's size?)"
+            )
         yield np.frombuffer(bytes(data), np.uint8).reshape(height, width, 3)
 
 
@@ -193,7 +199,9 @@ def visualization_frames(source, driving, outputs: dict, kp_size: int = 2) -> np
     source = np.asarray(source, np.float32)
     driving = np.asarray(driving, np.float32)
     sp = outputs["source_params"]
-    source_params = RegionParams(shift=np.asarray(sp.shift), heatmap=None if sp.heatmap is None else np.asarray(sp.heatmap))
+    source_params = RegionParams(
+        shift=np.asarray(sp.shift), heatmap=None if sp.heatmap is None else np.asarray(sp.heatmap)
+    )
     frames = []
     for t in range(driving.shape[0]):
         dp = RegionParams(

@@ -1,4 +1,5 @@
 """Per-frame reconstruction scores: L1 (the original's), PSNR and SSIM (dm-pix), images in [0, 1]."""
+
 from __future__ import annotations
 
 import dm_pix

@@ -15,6 +15,7 @@ centre_spread_px: per frame, the RMS distance of the centres from their mean; fi
 is the same for the figure's pixels. Regions that share out the figure spread about as much as
 it does; regions that all sit on one point (each moving the whole figure) spread about 0.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,7 +29,9 @@ def _rms_spread(points: np.ndarray) -> float:
 def placement_scores(centres_px: np.ndarray, parts: np.ndarray) -> dict:
     """Scores of region centres (T, K, 2) in pixels (x, y) on part labels (T, S, S)."""
     if centres_px.ndim != 3 or parts.ndim != 3 or centres_px.shape[0] != parts.shape[0]:
-        raise ValueError(f"need centres (T, K, 2) and parts (T, S, S) of the same T, got {centres_px.shape} and {parts.shape}")
+        raise ValueError(
+            f"need centres (T, K, 2) and parts (T, S, S) of the same T, got {centres_px.shape} and {parts.shape}"
+        )
     height, width = parts.shape[1:]
     columns = np.clip(np.round(centres_px[..., 0]).astype(int), 0, width - 1)
     rows = np.clip(np.round(centres_px[..., 1]).astype(int), 0, height - 1)
@@ -58,7 +61,9 @@ def region_placement(model, clips, frame_step: int = 4) -> dict:
     for clip in clips:
         frames = clip.frames[::frame_step].astype(np.float32) / 255
         size = np.array(frames.shape[2:0:-1], np.float64)  # (width, height)
-        shift = np.asarray(model.regions(frames).shift, np.float64)  # (T, K, 2), (x, y) in [-1, 1] at the outer pixel centres
+        shift = np.asarray(
+            model.regions(frames).shift, np.float64
+        )  # (T, K, 2), (x, y) in [-1, 1] at the outer pixel centres
         centres.append((shift + 1) / 2 * (size - 1))
         parts.append(clip.parts[::frame_step])
     return placement_scores(np.concatenate(centres), np.concatenate(parts))

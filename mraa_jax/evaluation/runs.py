@@ -1,4 +1,5 @@
 """The three jobs of launch_eval.py as functions: reconstruction, animation of dataset pairs, demo."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,6 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Optional
 
 import jax
 import numpy as np
@@ -31,7 +31,9 @@ def check_variables(model, needed=("region_predictor", "bg_predictor", "generato
     """InputError unless the model's variables have the shapes its config implies."""
     from mraa_jax.model import config_frame_shape, init_variables
 
-    expected = jax.eval_shape(lambda: init_variables(model.networks, jax.random.PRNGKey(0), config_frame_shape(model.config)))
+    expected = jax.eval_shape(
+        lambda: init_variables(model.networks, jax.random.PRNGKey(0), config_frame_shape(model.config))
+    )
     problems = []
     for name in needed:
         if name not in model.variables:
@@ -64,7 +66,9 @@ def load_model(checkpoint, config=None, needed=("region_predictor", "bg_predicto
     try:
         model = mraa_jax.load(path, config)
     except ImportError as e:
-        raise InputError(f"checkpoint {path}: reading an original checkpoint needs PyTorch (pip install -e '.[convert]'): {e}") from None
+        raise InputError(
+            f"checkpoint {path}: reading an original checkpoint needs PyTorch (pip install -e '.[convert]'): {e}"
+        ) from None
     except (FileNotFoundError, KeyError, ValueError) as e:
         message = str(e).strip().splitlines()
         raise InputError(f"checkpoint {path}: {' '.join(m.strip() for m in message[:3])}") from None
@@ -81,7 +85,9 @@ def prepare_dataset(config, data_dir: str):
     if dp.root_dir == "synthetic":
         return data.build_synthetic_dataset(data_dir, **dp.synthetic.to_dict())
     if dp.root_dir is None:
-        raise InputError("config dataset_params.root_dir is not set: name a video root in the original's layout, or 'synthetic'")
+        raise InputError(
+            "config dataset_params.root_dir is not set: name a video root in the original's layout, or 'synthetic'"
+        )
     if not Path(dp.root_dir).exists():
         raise InputError(f"dataset root {dp.root_dir} (config dataset_params.root_dir): no such folder")
     return data.build_video_dataset(dp.root_dir, data_dir, frame_shape=dp.frame_shape)
@@ -100,7 +106,15 @@ def _finite(x):
 # -- reconstruction -------------------------------------------------------------
 
 
-def reconstruct(model, videos, out_dir, chunk_size: int = 16, fps: float = DEFAULT_FPS, visualize: bool = True, progress: bool = False) -> dict:
+def reconstruct(
+    model,
+    videos,
+    out_dir,
+    chunk_size: int = 16,
+    fps: float = DEFAULT_FPS,
+    visualize: bool = True,
+    progress: bool = False,
+) -> dict:
     """Reconstruction, as the original's evaluation does it, of every video of `videos` (an iterable of {"video", "name"}).
 
     Source = frame 0, driving = every frame, background matrix from (source, driving).
@@ -116,14 +130,24 @@ def reconstruct(model, videos, out_dir, chunk_size: int = 16, fps: float = DEFAU
     for item in videos:
         video = np.asarray(item["video"], np.float32)
         name = _stem(str(item["name"]))
-        outputs = inference.run_frames(model, video[0], video, mode="reconstruction", chunk_size=chunk_size, visual=visualize, progress=progress)
+        outputs = inference.run_frames(
+            model, video[0], video, mode="reconstruction", chunk_size=chunk_size, visual=visualize, progress=progress
+        )
         scores = metrics.frame_scores(outputs["prediction"], video)
         for k, v in scores.items():
             per_frame.setdefault(k, []).append(v)
-        per_video.append({"name": str(item["name"]), "frames": int(video.shape[0]), **{k: _finite(float(np.mean(v))) for k, v in scores.items()}})
+        per_video.append(
+            {
+                "name": str(item["name"]),
+                "frames": int(video.shape[0]),
+                **{k: _finite(float(np.mean(v))) for k, v in scores.items()},
+            }
+        )
         media.write_png_strip(out_dir / "png" / f"{name}.png", outputs["prediction"])
         if visualize:
-            media.write_video(out_dir / "vis" / f"{name}.mp4", media.visualization_frames(video[0], video, outputs), fps)
+            media.write_video(
+                out_dir / "vis" / f"{name}.mp4", media.visualization_frames(video[0], video, outputs), fps
+            )
     if not per_video:
         raise InputError("no test videos to reconstruct")
     overall = {k: _finite(v) for k, v in metrics.summarize(per_frame).items()}
@@ -144,8 +168,16 @@ def reconstruct(model, videos, out_dir, chunk_size: int = 16, fps: float = DEFAU
 # -- animation of dataset pairs -----------------------------------------------------
 
 
-def animate_pairs(model, pairs, out_dir, mode: str, chunk_size: int = 16, fps: float = DEFAULT_FPS,
-                  find_best_frame: bool = False, progress: bool = False) -> list[dict]:
+def animate_pairs(
+    model,
+    pairs,
+    out_dir,
+    mode: str,
+    chunk_size: int = 16,
+    fps: float = DEFAULT_FPS,
+    find_best_frame: bool = False,
+    progress: bool = False,
+) -> list[dict]:
     """Animate the first frame of each pair's source video with its driving video (the original's animate.py).
 
     pairs: an iterable of {"source_video", "driving_video", "source_name", "driving_name"}.
@@ -158,11 +190,23 @@ def animate_pairs(model, pairs, out_dir, mode: str, chunk_size: int = 16, fps: f
         source = np.asarray(item["source_video"][0], np.float32)
         driving = np.asarray(item["driving_video"], np.float32)
         name = f"{_stem(str(item['source_name']))}-{_stem(str(item['driving_name']))}"
-        outputs = inference.animate_outputs(model, source, driving, mode, chunk_size, find_best_frame, visual=True, progress=progress)
-        vis = media.write_video(out_dir / "vis" / f"{name}.mp4", media.visualization_frames(source, driving, outputs), fps)
+        outputs = inference.animate_outputs(
+            model, source, driving, mode, chunk_size, find_best_frame, visual=True, progress=progress
+        )
+        vis = media.write_video(
+            out_dir / "vis" / f"{name}.mp4", media.visualization_frames(source, driving, outputs), fps
+        )
         png = media.write_png_strip(out_dir / "png" / f"{name}.png", outputs["prediction"])
-        records.append({"source": str(item["source_name"]), "driving": str(item["driving_name"]), "frames": int(driving.shape[0]),
-                        "video": str(vis), "png": str(png), **({"best_frame": outputs["best_frame"]} if "best_frame" in outputs else {})})
+        records.append(
+            {
+                "source": str(item["source_name"]),
+                "driving": str(item["driving_name"]),
+                "frames": int(driving.shape[0]),
+                "video": str(vis),
+                "png": str(png),
+                **({"best_frame": outputs["best_frame"]} if "best_frame" in outputs else {}),
+            }
+        )
     write_text(out_dir / "pairs.json", json.dumps({"mode": mode, "pairs": records}, indent=2))
     return records
 
@@ -170,8 +214,18 @@ def animate_pairs(model, pairs, out_dir, mode: str, chunk_size: int = 16, fps: f
 # -- demo --------------------------------------------------------------------------
 
 
-def demo(model, source_image, driving_video, result_video, mode: str = "relative", chunk_size: int = 16,
-         find_best_frame: bool = False, fps: Optional[float] = None, visualization_video=None, progress: bool = False) -> dict:
+def demo(
+    model,
+    source_image,
+    driving_video,
+    result_video,
+    mode: str = "relative",
+    chunk_size: int = 16,
+    find_best_frame: bool = False,
+    fps: float | None = None,
+    visualization_video=None,
+    progress: bool = False,
+) -> dict:
     """Animate an image file with a video file; inputs of any size are centre-cropped to the
     config's aspect and resized to its frame size. Writes `result_video` at the driving
     video's fps (else `fps`, else 25). Returns {"frames", "fps", "size", "best_frame"?}.
@@ -187,7 +241,9 @@ def demo(model, source_image, driving_video, result_video, mode: str = "relative
     source = media.crop_resize(image[None], (h, w))[0].astype(np.float32) / 255.0
     driving = media.crop_resize(frames, (h, w)).astype(np.float32) / 255.0
     visual = visualization_video is not None
-    outputs = inference.animate_outputs(model, source, driving, mode, chunk_size, find_best_frame, visual=visual, progress=progress)
+    outputs = inference.animate_outputs(
+        model, source, driving, mode, chunk_size, find_best_frame, visual=visual, progress=progress
+    )
     media.write_video(result_video, outputs["prediction"], out_fps)
     if visual:
         media.write_video(visualization_video, media.visualization_frames(source, driving, outputs), out_fps)

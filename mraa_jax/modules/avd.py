@@ -1,7 +1,6 @@
 """Animation via disentanglement (AVD network): pose of one object, shape of another."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import flax.linen as nn
 import jax
@@ -32,7 +31,7 @@ class AVDNetwork(nn.Module):
     id_bottle_size: int = 64
     pose_bottle_size: int = 64
     revert_axis_swap: bool = True
-    bn_axis_name: Optional[str] = None
+    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, identity: RegionParams, pose: RegionParams, train: bool = False) -> RegionParams:

@@ -7,10 +7,10 @@ on CPU XLA holds them all, a large share of a training step's peak memory.
 `normalize_with_batch_statistics` has its own VJP, which keeps x and recomputes the
 rest: the same function, its gradient the same sums in another order.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -18,19 +18,19 @@ import jax.numpy as jnp
 from mraa_jax.modules.cotangents import cotangent_for
 
 
-def _channel_sum(x: jax.Array, axis_name: Optional[str]) -> jax.Array:
+def _channel_sum(x: jax.Array, axis_name: str | None) -> jax.Array:
     """Sum over every axis but the last (channels), and over the device axis if named."""
     total = x.sum(tuple(range(x.ndim - 1)))
     return total if axis_name is None else jax.lax.psum(total, axis_name)
 
 
-def sample_count(x: jax.Array, axis_name: Optional[str] = None):
+def sample_count(x: jax.Array, axis_name: str | None = None):
     """How many values per channel the batch statistics average (over the devices on `axis_name`)."""
     count = x.size // x.shape[-1]
     return count if axis_name is None else count * jax.lax.psum(1, axis_name)
 
 
-def batch_statistics(x: jax.Array, axis_name: Optional[str] = None) -> tuple[jax.Array, jax.Array]:
+def batch_statistics(x: jax.Array, axis_name: str | None = None) -> tuple[jax.Array, jax.Array]:
     """Per-channel mean and biased variance of x in float32, over the batch (and the devices
     on `axis_name`)."""
     x32 = x.astype(jnp.float32)
@@ -40,7 +40,7 @@ def batch_statistics(x: jax.Array, axis_name: Optional[str] = None) -> tuple[jax
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def normalize_with_batch_statistics(x, scale, bias, epsilon: float, axis_name: Optional[str], relu: bool):
+def normalize_with_batch_statistics(x, scale, bias, epsilon: float, axis_name: str | None, relu: bool):
     """(x normalised per channel (last axis) with `batch_statistics`, times scale plus bias,
     then ReLU if `relu`; the statistics). Arithmetic in float32, the result in x's dtype.
 

@@ -1,7 +1,8 @@
 """Background motion predictor: one 3x3 transform per image pair (zero, shift, affine or perspective)."""
+
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -41,7 +42,7 @@ class BGMotionPredictor(nn.Module):
     max_features: int
     num_blocks: int
     bg_type: str = "zero"
-    bn_axis_name: Optional[str] = None
+    bn_axis_name: str | None = None
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -55,5 +56,7 @@ class BGMotionPredictor(nn.Module):
         )
         pooled = levels[-1].astype(jnp.float32).mean(axis=(1, 2))
         bias = np.asarray(_IDENTITY_BIAS[self.bg_type], np.float32)
-        prediction = Linear(len(bias), kernel_init=nn.initializers.zeros, bias_init=lambda *_: jnp.asarray(bias), name="fc")(pooled)
+        prediction = Linear(
+            len(bias), kernel_init=nn.initializers.zeros, bias_init=lambda *_: jnp.asarray(bias), name="fc"
+        )(pooled)
         return bg_matrix(prediction, self.bg_type)

@@ -9,10 +9,11 @@ that a converted PyTorch state dict maps onto them mechanically. Initialisers
 follow PyTorch's defaults, so that training from scratch starts where the
 original starts.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -42,8 +43,8 @@ class Conv(nn.Module):
     kernel_size: int = 3
     padding: int = 0
     upsample_input: bool = False
-    kernel_init: Optional[nn.initializers.Initializer] = None
-    bias_init: Optional[nn.initializers.Initializer] = None
+    kernel_init: nn.initializers.Initializer | None = None
+    bias_init: nn.initializers.Initializer | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -60,8 +61,8 @@ class Linear(nn.Module):
     """Fully connected layer; kernel (in, out), PyTorch's default init."""
 
     features: int
-    kernel_init: Optional[nn.initializers.Initializer] = None
-    bias_init: Optional[nn.initializers.Initializer] = None
+    kernel_init: nn.initializers.Initializer | None = None
+    bias_init: nn.initializers.Initializer | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -84,7 +85,7 @@ class BatchNorm(nn.Module):
 
     momentum: float = 0.1
     epsilon: float = 1e-5
-    axis_name: Optional[str] = None
+    axis_name: str | None = None
     relu: bool = False
 
     @nn.compact
@@ -112,7 +113,7 @@ class DownBlock(nn.Module):
     """conv 3x3 -> BN -> ReLU -> 2x2 average pool."""
 
     features: int
-    bn_axis_name: Optional[str] = None
+    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -125,7 +126,7 @@ class UpBlock(nn.Module):
     """nearest x2 upsample -> conv 3x3 -> BN -> ReLU."""
 
     features: int
-    bn_axis_name: Optional[str] = None
+    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -139,7 +140,7 @@ class SameBlock(nn.Module):
     features: int
     kernel_size: int = 3
     padding: int = 1
-    bn_axis_name: Optional[str] = None
+    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -150,7 +151,7 @@ class SameBlock(nn.Module):
 class ResBlock(nn.Module):
     """Pre-activation residual block: BN ReLU conv BN ReLU conv, plus the input."""
 
-    bn_axis_name: Optional[str] = None
+    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -173,7 +174,7 @@ class Encoder(nn.Module):
     block_expansion: int
     num_blocks: int = 3
     max_features: int = 256
-    bn_axis_name: Optional[str] = None
+    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool) -> list[jax.Array]:
@@ -189,7 +190,7 @@ class Decoder(nn.Module):
     block_expansion: int
     num_blocks: int = 3
     max_features: int = 256
-    bn_axis_name: Optional[str] = None
+    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, levels: Sequence[jax.Array], train: bool) -> jax.Array:
@@ -208,7 +209,7 @@ class Hourglass(nn.Module):
     block_expansion: int
     num_blocks: int = 3
     max_features: int = 256
-    bn_axis_name: Optional[str] = None
+    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool) -> jax.Array:

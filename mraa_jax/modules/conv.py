@@ -17,6 +17,7 @@ layer much faster than Eigen. Timings: docs/performance.md.
   XLA runs each kernel gradient as soon as it can instead of at the end of the backward
   pass, where it kept each layer's output gradient and input alive until then.
 """
+
 from __future__ import annotations
 
 import functools
@@ -65,7 +66,8 @@ def _backward(padding, method, residuals, out_grad):
     x_grad, kernel_grad = xla_vjp(out_grad)
     if method == "output_patches":
         kernel_grad = jax.lax.platform_dependent(
-            x, out_grad,
+            x,
+            out_grad,
             cpu=lambda x, g: cotangent_for(kernel, kernel_grad_by_output_patches(x, g, kernel.shape, padding)),
             default=lambda x, g: kernel_grad,
         )

@@ -1,4 +1,5 @@
 """Cotangents that custom VJPs return for parameters, inside and outside `shard_map`."""
+
 from __future__ import annotations
 
 import jax

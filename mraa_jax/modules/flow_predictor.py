@@ -1,7 +1,8 @@
 """Pixelwise flow predictor: dense motion from region motions and the background's."""
+
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -17,7 +18,9 @@ def heatmap_representation(
     driving: RegionParams, source: RegionParams, height: int, width: int, use_covar: bool, region_var: float
 ) -> jax.Array:
     """G_driving - G_source per region, background zeros first: (B, h, w, K+1)."""
-    gaussian_driving = geometry.region_gaussians(driving.shift, driving.covar if use_covar else region_var, height, width)
+    gaussian_driving = geometry.region_gaussians(
+        driving.shift, driving.covar if use_covar else region_var, height, width
+    )
     gaussian_source = geometry.region_gaussians(source.shift, source.covar if use_covar else region_var, height, width)
     heatmap = gaussian_driving - gaussian_source
     zeros = jnp.zeros(heatmap.shape[:3] + (1,), heatmap.dtype)
@@ -35,7 +38,7 @@ def region_motion_affines(driving: RegionParams, source: RegionParams, revert_ax
 def sparse_motions(
     driving: RegionParams,
     source: RegionParams,
-    bg_params: Optional[jax.Array],
+    bg_params: jax.Array | None,
     height: int,
     width: int,
     revert_axis_swap: bool,
@@ -84,7 +87,7 @@ class PixelwiseFlowPredictor(nn.Module):
     use_covar_heatmap: bool = False
     use_deformed_source: bool = True
     revert_axis_swap: bool = False
-    bn_axis_name: Optional[str] = None
+    bn_axis_name: str | None = None
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -93,7 +96,7 @@ class PixelwiseFlowPredictor(nn.Module):
         source_image: jax.Array,
         driving: RegionParams,
         source: RegionParams,
-        bg_params: Optional[jax.Array] = None,
+        bg_params: jax.Array | None = None,
         train: bool = False,
     ) -> dict:
         image = geometry.antialias_downsample(source_image, self.scale_factor)
@@ -109,9 +112,9 @@ class PixelwiseFlowPredictor(nn.Module):
             inputs = jnp.moveaxis(per_motion, 1, 3).reshape(batch, height, width, -1)
         else:
             inputs = heatmap
-        features = Hourglass(self.block_expansion, self.num_blocks, self.max_features, self.bn_axis_name, name="hourglass")(
-            inputs.astype(self.dtype), train
-        ).astype(jnp.float32)
+        features = Hourglass(
+            self.block_expansion, self.num_blocks, self.max_features, self.bn_axis_name, name="hourglass"
+        )(inputs.astype(self.dtype), train).astype(jnp.float32)
         mask = jax.nn.softmax(Conv(self.num_regions + 1, 7, 3, name="mask")(features), axis=-1)
         flow = jnp.einsum("bhwk,bkhwc->bhwc", mask, motions)
         out = {"optical_flow": flow}

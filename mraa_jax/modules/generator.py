@@ -1,7 +1,8 @@
 """Occlusion-aware generator: the source encoded, warped by the flow, masked by occlusion, decoded."""
+
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -19,7 +20,7 @@ def warp(x: jax.Array, flow: jax.Array) -> jax.Array:
     return geometry.grid_sample(x, flow)
 
 
-def warp_and_blend(x: jax.Array, motion: dict, previous: Optional[jax.Array] = None) -> jax.Array:
+def warp_and_blend(x: jax.Array, motion: dict, previous: jax.Array | None = None) -> jax.Array:
     """Warp x by the flow, then blend with the occlusion map: warped*occ + previous*(1-occ)."""
     warped = warp(x, motion["optical_flow"])
     occlusion = motion.get("occlusion_map")
@@ -35,7 +36,7 @@ class Bottleneck(nn.Module):
     """ResBlocks r0, r1, ... at the deepest resolution."""
 
     num_blocks: int
-    bn_axis_name: Optional[str] = None
+    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -66,7 +67,7 @@ class Generator(nn.Module):
     pixelwise_flow_predictor_params: tuple  # (name, value) pairs of the flow predictor config
     skips: bool = False
     revert_axis_swap: bool = True
-    bn_axis_name: Optional[str] = None
+    bn_axis_name: str | None = None
     dtype: Any = jnp.float32
 
     def setup(self):
@@ -95,7 +96,9 @@ class Generator(nn.Module):
             levels.append(out)
         return levels
 
-    def motion(self, source_image, driving: RegionParams, source: RegionParams, bg_params=None, train: bool = False) -> dict:
+    def motion(
+        self, source_image, driving: RegionParams, source: RegionParams, bg_params=None, train: bool = False
+    ) -> dict:
         """The flow predictor's output: optical_flow and, if estimated, occlusion_map."""
         return self.pixelwise_flow_predictor(source_image, driving, source, bg_params, train)
 
@@ -120,7 +123,7 @@ class Generator(nn.Module):
         source_image: jax.Array,
         driving: RegionParams,
         source: RegionParams,
-        bg_params: Optional[jax.Array] = None,
+        bg_params: jax.Array | None = None,
         train: bool = False,
     ) -> dict:
         levels = self.encode(source_image, train)

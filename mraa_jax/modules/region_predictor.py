@@ -1,7 +1,8 @@
 """Region predictor: heatmaps, centres and affine shapes of K regions (PCA of each heatmap, or regressed)."""
+
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -50,13 +51,15 @@ class RegionPredictor(nn.Module):
     scale_factor: float = 1.0
     pca_based: bool = False
     pad: int = 3
-    bn_axis_name: Optional[str] = None
+    bn_axis_name: str | None = None
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, image: jax.Array, train: bool = False) -> RegionParams:
         x = geometry.antialias_downsample(image, self.scale_factor).astype(self.dtype)
-        features = Hourglass(self.block_expansion, self.num_blocks, self.max_features, self.bn_axis_name, name="predictor")(x, train)
+        features = Hourglass(
+            self.block_expansion, self.num_blocks, self.max_features, self.bn_axis_name, name="predictor"
+        )(x, train)
         features = features.astype(jnp.float32)
         logits = Conv(self.num_regions, 7, self.pad, name="regions")(features)
         b, h, w, k = logits.shape

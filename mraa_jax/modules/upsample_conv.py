@@ -1,4 +1,5 @@
 """Nearest x2 upsampling followed by a convolution (the UpBlocks' first layer), NHWC."""
+
 from __future__ import annotations
 
 import jax

@@ -5,6 +5,7 @@ train mode, so its BatchNorm drifts; we do not reproduce that quirk). Driving
 params are randomly rescaled per batch element by diag(U(1-s, 1+s), U(1-s, 1+s))
 and the network reconstructs the unscaled ones from (source identity, scaled pose).
 """
+
 from __future__ import annotations
 
 import functools
@@ -41,17 +42,23 @@ def avd_step(
     local_batch = source.shape[0]
     rng, key = jax.random.split(state.rng)
     # Drawn for the global batch and sliced, so any device count computes the same step.
-    scales = jax.random.uniform(key, (local_batch * jax.lax.psum(1, AXIS), 2), minval=1 - random_scale, maxval=1 + random_scale)
+    scales = jax.random.uniform(
+        key, (local_batch * jax.lax.psum(1, AXIS), 2), minval=1 - random_scale, maxval=1 + random_scale
+    )
     scales = jax.lax.dynamic_slice_in_dim(scales, jax.lax.axis_index(AXIS) * local_batch, local_batch)
     scaled_pose = rescale(pose, scales)
 
     def loss_fn(params):
         variables = {"params": params["avd_network"], "batch_stats": state.batch_stats["avd_network"]}
-        prediction, new_state = networks.avd_network.apply(variables, identity, scaled_pose, train=True, mutable=["batch_stats"])
+        prediction, new_state = networks.avd_network.apply(
+            variables, identity, scaled_pose, train=True, mutable=["batch_stats"]
+        )
         return avd_loss(prediction, pose, lambda_shift, lambda_affine), new_state["batch_stats"]
 
     # Per-device gradients (see reconstruction_step), averaged explicitly below.
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(jax.lax.pcast(state.params, AXIS, to="varying"))
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        jax.lax.pcast(state.params, AXIS, to="varying")
+    )
     grads = jax.lax.pmean(grads, AXIS)
     batch_stats = jax.lax.pmean({"avd_network": batch_stats}, AXIS)
     metrics = {"avd": jax.lax.pmean(loss, AXIS)}

@@ -8,15 +8,15 @@ to a temporary directory and renames it when complete (a temporary one left by a
 kill is removed when the directory is next opened), and an old checkpoint is
 renamed into `.deleted/` before it is deleted, never deleted in place.
 """
+
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
-
 
 DELETED = ".deleted"
 
@@ -27,7 +27,11 @@ class Checkpoints:
     def __init__(self, directory, every_steps: int = 1000, keep: int = 3):
         self.directory = Path(directory).absolute()
         options = ocp.CheckpointManagerOptions(
-            save_interval_steps=every_steps, max_to_keep=keep, create=True, cleanup_tmp_directories=True, todelete_subdir=DELETED
+            save_interval_steps=every_steps,
+            max_to_keep=keep,
+            create=True,
+            cleanup_tmp_directories=True,
+            todelete_subdir=DELETED,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "progress"))
         self._empty_deleted()
@@ -38,7 +42,7 @@ class Checkpoints:
             for old in (self.directory / DELETED).iterdir():
                 shutil.rmtree(old, ignore_errors=True)
 
-    def latest_step(self) -> Optional[int]:
+    def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def due(self, step: int) -> bool:
@@ -56,7 +60,7 @@ class Checkpoints:
             self._empty_deleted()
         return saved
 
-    def restore(self, target_state: Any, step: Optional[int] = None) -> tuple[Any, dict]:
+    def restore(self, target_state: Any, step: int | None = None) -> tuple[Any, dict]:
         """(state, progress) of `step` (default: the latest), shaped and placed like `target_state`."""
         step = self.latest_step() if step is None else step
         if step is None:

@@ -6,6 +6,7 @@ reconstruction L1 next to the L1 of predicting the source frame for every frame 
 motion at all). Their ratio falls below 1 once the model moves parts; the main job
 plots it against training minutes. Time spent here is not counted as training time.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,7 +56,9 @@ class HeldOutTracker:
         self.model.variables = variables
         errors = []
         for video in self.videos:
-            prediction = inference.run_frames(self.model, video[0], video, mode="reconstruction", chunk_size=video.shape[0])["prediction"]
+            prediction = inference.run_frames(
+                self.model, video[0], video, mode="reconstruction", chunk_size=video.shape[0]
+            )["prediction"]
             errors.append(np.mean(np.abs(prediction - video)))
         return float(np.mean(errors))
 
@@ -78,7 +81,11 @@ class HeldOutTracker:
         params, stats = jax.device_get((state.params, state.batch_stats))
         l1 = self.heldout_l1({n: {"params": params[n], "batch_stats": stats[n]} for n in params})
         record = {
-            "step": int(step), "training_seconds": round(seconds, 2), "l1": l1, "copy_l1": self.copy_l1, "ratio": l1 / self.copy_l1,
+            "step": int(step),
+            "training_seconds": round(seconds, 2),
+            "l1": l1,
+            "copy_l1": self.copy_l1,
+            "ratio": l1 / self.copy_l1,
             "train_losses": mean_losses(self._losses),
         }
         self._losses = []

@@ -1,4 +1,5 @@
 """Training logs: per-epoch means in log.txt, TensorBoard scalars and images, PNG grids."""
+
 from __future__ import annotations
 
 from collections import defaultdict

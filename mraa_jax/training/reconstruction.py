@@ -1,7 +1,8 @@
 """The reconstruction stage's forward and losses (the original's ReconstructionModel)."""
+
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 
@@ -20,10 +21,10 @@ def reconstruction_losses(
     batch_stats: dict,
     source: jax.Array,
     driving: jax.Array,
-    transform: Optional[losses.EquivarianceTransform],
+    transform: losses.EquivarianceTransform | None,
     loss_weights: dict,
     scales=(1,),
-    vgg_fn: Optional[Callable] = None,
+    vgg_fn: Callable | None = None,
 ) -> tuple[jax.Array, tuple[dict, dict, dict]]:
     """Total loss and (named losses, updated batch_stats, generated) of one train-mode forward.
 

@@ -9,17 +9,20 @@ state. The random equivariance transforms are drawn for the global batch from
 the replicated key and sliced per device, so a step computes the same thing on
 any number of devices.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from mraa_jax import process_tuning
 from mraa_jax.losses import EquivarianceTransform, VGG19Features
@@ -46,7 +49,9 @@ def adam(learning_rate: float, milestones_in_steps=(), decay: float = 0.1) -> op
     return optax.adam(schedule, b1=0.5, b2=0.999, eps=1e-8)
 
 
-def init_train_state(variables: dict, optimizer: optax.GradientTransformation, rng: jax.Array, names=RECONSTRUCTION_NETWORKS) -> TrainState:
+def init_train_state(
+    variables: dict, optimizer: optax.GradientTransformation, rng: jax.Array, names=RECONSTRUCTION_NETWORKS
+) -> TrainState:
     """A state over the networks `names` of a model's variables ({network: {'params', 'batch_stats'}})."""
     params = {n: variables[n]["params"] for n in names}
     batch_stats = {n: variables[n]["batch_stats"] for n in names}
@@ -89,13 +94,23 @@ def reconstruction_step(
 
     def loss_fn(params):
         return reconstruction_losses(
-            networks, params, state.batch_stats, source, driving, transform, train_params["loss_weights"], train_params["scales"], vgg_fn
+            networks,
+            params,
+            state.batch_stats,
+            source,
+            driving,
+            transform,
+            train_params["loss_weights"],
+            train_params["scales"],
+            vgg_fn,
         )
 
     # Differentiate w.r.t. a per-device (varying) copy of the replicated params: the
     # gradients are then this device's, averaged explicitly below. (w.r.t. the replicated
     # params themselves, shard_map would already sum them over devices.)
-    (total, (named, batch_stats, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(jax.lax.pcast(state.params, AXIS, to="varying"))
+    (total, (named, batch_stats, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        jax.lax.pcast(state.params, AXIS, to="varying")
+    )
     grads = jax.lax.pmean(grads, AXIS)
     if not sync_bn:
         # Each device normalised with its own batch; keep one copy of the statistics.
@@ -105,7 +120,9 @@ def reconstruction_step(
     return state, metrics
 
 
-def update_if_finite(state: TrainState, optimizer, grads, batch_stats, total: jax.Array, rng: jax.Array) -> tuple[TrainState, jax.Array]:
+def update_if_finite(
+    state: TrainState, optimizer, grads, batch_stats, total: jax.Array, rng: jax.Array
+) -> tuple[TrainState, jax.Array]:
     """The next state, and 0.0; or, when the (device-averaged) loss or a gradient is NaN or
     infinite, the same params, statistics and optimiser state (step and rng still advance), and 1.0.
 
@@ -121,8 +138,13 @@ def update_if_finite(state: TrainState, optimizer, grads, batch_stats, total: ja
     # program's size, its compile time and the memory compiling leaves behind.
     finite = jax.lax.cond(finite, lambda: jnp.array(True), lambda: jnp.array(False))
     keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
-    new_state = TrainState(state.step + 1, keep(params, state.params), keep(batch_stats, state.batch_stats),
-                           keep(opt_state, state.opt_state), rng)
+    new_state = TrainState(
+        state.step + 1,
+        keep(params, state.params),
+        keep(batch_stats, state.batch_stats),
+        keep(opt_state, state.opt_state),
+        rng,
+    )
     return new_state, 1.0 - finite.astype(jnp.float32)
 
 
@@ -132,7 +154,9 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
     return jax.sharding.Mesh(devices, (AXIS,))
 
 
-def data_parallel(step_fn: Callable, mesh: jax.sharding.Mesh, num_replicated_args: int = 1, num_batch_args: int = 2) -> Callable:
+def data_parallel(
+    step_fn: Callable, mesh: jax.sharding.Mesh, num_replicated_args: int = 1, num_batch_args: int = 2
+) -> Callable:
     """jit(shard_map(step_fn)): the first `num_replicated_args` arguments (the state first)
     replicated, the `num_batch_args` batch arrays after them split on axis 0.
 
@@ -141,7 +165,9 @@ def data_parallel(step_fn: Callable, mesh: jax.sharding.Mesh, num_replicated_arg
     """
     in_specs = (P(),) * num_replicated_args + (P(AXIS),) * num_batch_args
     mapped = jax.shard_map(step_fn, mesh=mesh, in_specs=in_specs, out_specs=(P(), P()))
-    return jax.jit(mapped, donate_argnums=0, compiler_options=process_tuning.training_compiler_options(mesh.devices.flat))
+    return jax.jit(
+        mapped, donate_argnums=0, compiler_options=process_tuning.training_compiler_options(mesh.devices.flat)
+    )
 
 
 def shard_batch(mesh: jax.sharding.Mesh, *arrays):
@@ -170,5 +196,7 @@ def replicate(mesh: jax.sharding.Mesh, tree):
 
 def build_reconstruction_step(networks: Networks, optimizer, train_params: dict, mesh, sync_bn: bool) -> Callable:
     """The jitted data-parallel step: (state, vgg_params, source, driving) -> (state, metrics)."""
-    step = functools.partial(reconstruction_step, networks=networks, optimizer=optimizer, train_params=train_params, sync_bn=sync_bn)
+    step = functools.partial(
+        reconstruction_step, networks=networks, optimizer=optimizer, train_params=train_params, sync_bn=sync_bn
+    )
     return data_parallel(step, mesh, num_replicated_args=2)

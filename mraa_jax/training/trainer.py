@@ -11,11 +11,12 @@ Workdir layout:
     model/                               model directory of all four networks (mraa_jax.load)
     log.txt, tensorboard/, train-vis/    logs
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +47,9 @@ def perceptual_weights(train_params) -> dict:
         return {}
     path = train_params.vgg19_weights
     if not path:
-        raise ValueError(f"train_params.loss_weights.perceptual is non-zero but train_params.vgg19_weights is not set; it should name {WHERE_TO_GET}")
+        raise ValueError(
+            f"train_params.loss_weights.perceptual is non-zero but train_params.vgg19_weights is not set; it should name {WHERE_TO_GET}"
+        )
     return load_vgg19_params(path)
 
 
@@ -69,9 +72,15 @@ class NonFiniteGuard:
         self.in_a_row += 1
         if self.in_a_row > self.limit:
             latest = self.checkpoints.latest_step()
-            kept = f"the last good checkpoint is step {latest} in {self.checkpoints.directory}" if latest is not None else "no checkpoint was written yet"
-            raise TrainingDiverged(f"non-finite loss or gradient at step {step}: {bad or 'a gradient'}; training stopped "
-                                   f"({self.in_a_row} such steps in a row, skip_nonfinite_steps allows {self.limit}), {kept}")
+            kept = (
+                f"the last good checkpoint is step {latest} in {self.checkpoints.directory}"
+                if latest is not None
+                else "no checkpoint was written yet"
+            )
+            raise TrainingDiverged(
+                f"non-finite loss or gradient at step {step}: {bad or 'a gradient'}; training stopped "
+                f"({self.in_a_row} such steps in a row, skip_nonfinite_steps allows {self.limit}), {kept}"
+            )
         return True
 
 
@@ -99,7 +108,16 @@ def _next_position(progress: dict, steps_in_epoch: int, data_state) -> dict:
     return {"epoch": progress["epoch"], "step_in_epoch": position, "data": data_state}
 
 
-def run_stage(name: str, step_fn: Callable, state: steps.TrainState, data: Iterator, *, workdir: Path, checkpoints: Checkpoints, **loop_args) -> steps.TrainState:
+def run_stage(
+    name: str,
+    step_fn: Callable,
+    state: steps.TrainState,
+    data: Iterator,
+    *,
+    workdir: Path,
+    checkpoints: Checkpoints,
+    **loop_args,
+) -> steps.TrainState:
     """`_loop` with the stage's logger, closing it and the checkpoints however training ends."""
     logger = TrainingLogger(workdir, enabled=jax.process_index() == 0)
     try:
@@ -121,10 +139,10 @@ def _loop(
     num_epochs: int,
     steps_in_epoch: int,
     frozen_args: tuple = (),
-    picture_fn: Optional[Callable] = None,
-    max_steps: Optional[int] = None,
-    progress: Optional[dict] = None,
-    hook: Optional[Callable] = None,
+    picture_fn: Callable | None = None,
+    max_steps: int | None = None,
+    progress: dict | None = None,
+    hook: Callable | None = None,
     skip_nonfinite_steps: int = 0,
     log_every_steps: int = 100,
 ) -> steps.TrainState:
@@ -156,7 +174,13 @@ def _loop(
     pending = []  # (step, metrics on the device) since the last log point
     while progress["epoch"] < num_epochs and not stopped:
         epoch = progress["epoch"]
-        bar = tqdm(total=steps_in_epoch, initial=progress["step_in_epoch"], desc=f"{name} epoch {epoch}", disable=not is_main, leave=False)
+        bar = tqdm(
+            total=steps_in_epoch,
+            initial=progress["step_in_epoch"],
+            desc=f"{name} epoch {epoch}",
+            disable=not is_main,
+            leave=False,
+        )
         while progress["epoch"] == epoch:
             batch = next(data)
             source, driving = steps.shard_batch(mesh, batch["source"], batch["driving"])
@@ -211,15 +235,19 @@ def with_adam_moments(opt_state, moments: dict, names) -> object:
         if isinstance(node, optax.ScaleByAdamState):
             mu = {n: moments[n]["mu"] for n in names}
             nu = {n: moments[n]["nu"] for n in names}
-            return optax.ScaleByAdamState(count=count, mu=jax.tree_util.tree_map(jnp.asarray, mu), nu=jax.tree_util.tree_map(jnp.asarray, nu))
+            return optax.ScaleByAdamState(
+                count=count, mu=jax.tree_util.tree_map(jnp.asarray, mu), nu=jax.tree_util.tree_map(jnp.asarray, nu)
+            )
         if isinstance(node, optax.ScaleByScheduleState):
             return optax.ScaleByScheduleState(count=count)
         return node
 
-    return jax.tree_util.tree_map(replace, opt_state, is_leaf=lambda n: isinstance(n, (optax.ScaleByAdamState, optax.ScaleByScheduleState)))
+    return jax.tree_util.tree_map(
+        replace, opt_state, is_leaf=lambda n: isinstance(n, (optax.ScaleByAdamState, optax.ScaleByScheduleState))
+    )
 
 
-def initial_variables(config, init_from: Optional[str], seed: int) -> tuple[dict, Optional[dict], dict]:
+def initial_variables(config, init_from: str | None, seed: int) -> tuple[dict, dict | None, dict]:
     """(variables, converted optimiser moments or None, meta): from a model directory, an
     original .pth checkpoint (converted for `config`), or random."""
     if init_from and Path(init_from).suffix in ORIGINAL_SUFFIXES:
@@ -237,10 +265,10 @@ def train_reconstruction(
     data: Iterator,
     *,
     steps_in_epoch: int,
-    init_from: Optional[str] = None,
-    max_steps: Optional[int] = None,
+    init_from: str | None = None,
+    max_steps: int | None = None,
     seed: int = 0,
-    hook: Optional[Callable] = None,
+    hook: Callable | None = None,
 ) -> steps.TrainState:
     """The first stage: region predictor, background predictor and generator, one Adam.
 
@@ -259,7 +287,9 @@ def train_reconstruction(
     variables, moments, meta = initial_variables(config, init_from, seed)
     state = steps.init_train_state(variables, optimizer, jax.random.PRNGKey(seed + 1))
     if moments and "reconstruction" in moments:
-        state = state.replace(opt_state=with_adam_moments(state.opt_state, moments["reconstruction"], RECONSTRUCTION_NETWORKS))
+        state = state.replace(
+            opt_state=with_adam_moments(state.opt_state, moments["reconstruction"], RECONSTRUCTION_NETWORKS)
+        )
     checkpoints, state, progress = _resume(workdir, "reconstruction", tp, steps.replicate(mesh, state), mesh, data)
     if progress is None and "epoch_reconstruction" in meta:
         progress = {"epoch": meta["epoch_reconstruction"] + 1, "step_in_epoch": 0, "data": data.get_state()}
@@ -282,21 +312,33 @@ def train_reconstruction(
         log_every_steps=tp.log_every_steps,
     )
     avd_is_random = not init_from or "avd_network" in meta.get("random_init", [])
-    export_model(workdir / "model", config, state, {"avd_network": variables["avd_network"]}, {"random_init": ["avd_network"] if avd_is_random else []})
+    export_model(
+        workdir / "model",
+        config,
+        state,
+        {"avd_network": variables["avd_network"]},
+        {"random_init": ["avd_network"] if avd_is_random else []},
+    )
     return state
 
 
-def train_avd(config, workdir, data: Iterator, *, steps_in_epoch: int, max_steps: Optional[int] = None, seed: int = 0) -> steps.TrainState:
+def train_avd(
+    config, workdir, data: Iterator, *, steps_in_epoch: int, max_steps: int | None = None, seed: int = 0
+) -> steps.TrainState:
     """The second stage: the AVD network on a frozen region predictor from workdir/model."""
     ap = config.train_avd_params
     workdir = Path(workdir)
     if not model_dir.is_model_dir(workdir / "model"):
-        raise FileNotFoundError(f"{workdir / 'model'}: the AVD stage needs a trained first stage (run --mode train first)")
+        raise FileNotFoundError(
+            f"{workdir / 'model'}: the AVD stage needs a trained first stage (run --mode train first)"
+        )
     variables = model_dir.load_variables(workdir / "model")
     mesh = steps.make_mesh()
     networks = build_networks(config.model_params)
     optimizer = steps.adam(ap.lr, [m * steps_in_epoch for m in ap.epoch_milestones])
-    state = steps.replicate(mesh, steps.init_train_state(variables, optimizer, jax.random.PRNGKey(seed + 2), names=("avd_network",)))
+    state = steps.replicate(
+        mesh, steps.init_train_state(variables, optimizer, jax.random.PRNGKey(seed + 2), names=("avd_network",))
+    )
     checkpoints, state, progress = _resume(workdir, "avd", ap, state, mesh, data)
     state = run_stage(
         "avd",
@@ -319,7 +361,9 @@ def train_avd(config, workdir, data: Iterator, *, steps_in_epoch: int, max_steps
     return state
 
 
-def export_model(path, config, state: steps.TrainState, other_networks: dict, meta: dict, overwrite: bool = True) -> None:
+def export_model(
+    path, config, state: steps.TrainState, other_networks: dict, meta: dict, overwrite: bool = True
+) -> None:
     """Write a model directory of the state's networks plus `other_networks` (process 0 only)."""
     if jax.process_index() != 0:
         return
@@ -340,7 +384,9 @@ def make_reconstruction_picture(networks, config) -> Callable:
         driving_params = networks.region_predictor.apply(variables["region_predictor"], driving)
         bg = networks.bg_predictor.apply(variables["bg_predictor"], source, driving)
         out = networks.generator.apply(variables["generator"], source, driving_params, source_params, bg)
-        transform = EquivarianceTransform.random(jax.random.PRNGKey(0), driving.shape[0], tp.sigma_affine, tp.sigma_tps, tp.points_tps)
+        transform = EquivarianceTransform.random(
+            jax.random.PRNGKey(0), driving.shape[0], tp.sigma_affine, tp.sigma_tps, tp.points_tps
+        )
         return source_params, driving_params, out, transform.transform_frame(driving)
 
     def picture(state: steps.TrainState, batch: dict) -> np.ndarray:
@@ -349,8 +395,15 @@ def make_reconstruction_picture(networks, config) -> Callable:
         source, driving = (np.asarray(batch[k][:4]) for k in ("source", "driving"))
         source_params, driving_params, out, transformed = jax.device_get(forward(variables, source, driving))
         return visualize(
-            source, driving, out["prediction"], source_params, driving_params, deformed=out["deformed"],
-            occlusion_map=out["occlusion_map"], transformed_frame=transformed, kp_size=max(1, kp_size // 2),
+            source,
+            driving,
+            out["prediction"],
+            source_params,
+            driving_params,
+            deformed=out["deformed"],
+            occlusion_map=out["occlusion_map"],
+            transformed_frame=transformed,
+            kp_size=max(1, kp_size // 2),
         )
 
     return picture
