@@ -12,6 +12,8 @@ and the results stay on the device until the loop ends (one transfer at the end)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,6 +68,21 @@ def find_best_frame(model, source_image, driving_frames, chunk_size: int = 16) -
 _find_best_frame = find_best_frame  # animate_outputs' argument of the same name shadows it
 
 
+class _CallbackBar:
+    """The part of a tqdm bar that run_frames uses, reporting (frames done, total) to a function."""
+
+    def __init__(self, report, total: int):
+        self.report, self.total, self.done = report, total, 0
+        report(0, total)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        self.report(self.done, self.total)
+
+    def close(self) -> None:
+        pass
+
+
 def run_frames(
     model,
     source_image,
@@ -74,7 +91,7 @@ def run_frames(
     chunk_size: int = 16,
     visual: bool = False,
     initial_frame=None,
-    progress: bool = False,
+    progress: bool | Callable[[int, int], None] = False,
     to_host: bool = True,
 ) -> dict:
     """Outputs of every driving frame: {"prediction": (T, H, W, C)}, and with `visual` also
@@ -83,8 +100,10 @@ def run_frames(
 
     mode: standard, relative, avd, or reconstruction (driving regions plus the background
     matrix from (source, driving), as in training). initial_frame: the (H, W, C) frame the
-    relative mode measures motion from (default: the first driving frame). The loop only
-    dispatches work; the outputs are gathered once at the end (NumPy arrays if `to_host`).
+    relative mode measures motion from (default: the first driving frame). progress: True for a
+    tqdm bar, or a function called as progress(frames done, total) after each chunk (the web demo's
+    progress bar). The loop only dispatches work; the outputs are gathered once at the end (NumPy
+    arrays if `to_host`).
     """
     if mode != "reconstruction":
         model.check_mode(mode)
@@ -102,7 +121,9 @@ def run_frames(
     num_frames = driving_frames.shape[0]
     parts, previous = [], None
     bar = None
-    if progress:
+    if callable(progress):
+        bar = _CallbackBar(progress, num_frames)
+    elif progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=num_frames, unit="frame", desc=f"animating ({mode})", leave=False)
@@ -136,7 +157,7 @@ def animate_outputs(
     chunk_size: int = 16,
     find_best_frame: bool = False,
     visual: bool = False,
-    progress: bool = False,
+    progress: bool | Callable[[int, int], None] = False,
 ) -> dict:
     """`run_frames` for animation, with the original demo's --find_best_frame.
 
