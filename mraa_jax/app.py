@@ -41,7 +41,10 @@ from mraa_jax.evaluation import inference, media
 
 DEFAULT_MODE = "relative"
 EXAMPLE_FRAMES, EXAMPLE_FPS = 40, 10.0  # the synthetic clip's motion spans the clip whatever the count
+VIEW_HEIGHT = 320  # pixels of the image and video views on the page
 PREVIEW_HEIGHT = 256  # small models' previews are enlarged (nearest neighbour) to at least this height
+# Small models' frames are shown enlarged, as blocks of pixels rather than blurred; pass to launch(css=CSS).
+CSS = "#source-image img {width: 100%; height: 100%; object-fit: contain;} #source-image img, video {image-rendering: pixelated;}"
 MODE_HELP = (
     "standard: the driving regions as they are; relative: the driving motion since the first "
     "(or best) frame applied to the source, the usual choice; avd: the AVD network re-expresses "
@@ -219,12 +222,20 @@ def build_app(model, example: bool = True, chunk_size: int = 16, max_frames: int
     title = f"MRAA: animate an image with a video's motion ({hw[1]}x{hw[0]} model)"
     with gr.Blocks(title="MRAA web demo", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"## {title}\nModel: `{model.source}`. Inputs of any size are centre-cropped and resized.")
+        with gr.Row(equal_height=True):  # inputs and result at one size
+            source = gr.Image(
+                label="Source image", type="filepath", image_mode=None, height=VIEW_HEIGHT, elem_id="source-image"
+            )
+            driving = gr.Video(
+                label="Driving video", format=None, include_audio=True, height=VIEW_HEIGHT, elem_id="driving-video"
+            )
+            result = gr.Video(label="Result", height=VIEW_HEIGHT, autoplay=True, loop=True, elem_id="result-video")
         with gr.Row():
             with gr.Column():
-                source = gr.Image(label="Source image", type="filepath", image_mode=None, elem_id="source-image")
-                driving = gr.Video(label="Driving video", format=None, include_audio=True, elem_id="driving-video")
                 if example_files is not None:
                     use_example = gr.Button("Use the example", elem_id="example-button")
+                run = gr.Button("Animate", variant="primary", elem_id="animate-button")
+            with gr.Column(scale=2):
                 mode = gr.Radio(
                     modes, value=DEFAULT_MODE if DEFAULT_MODE in modes else modes[0], label="Mode", info=MODE_HELP
                 )
@@ -232,11 +243,10 @@ def build_app(model, example: bool = True, chunk_size: int = 16, max_frames: int
                     label="Find the best frame",
                     info="relative mode: measure motion from the driving frame whose region layout is closest to the source's",
                 )
-                run = gr.Button("Animate", variant="primary", elem_id="animate-button")
-            with gr.Column():
-                result = gr.Video(label="Result", elem_id="result-video", autoplay=True, loop=True)
-                preview = gr.Video(label="Source | driving | result", elem_id="preview-video", autoplay=True, loop=True)
-                details = gr.Textbox(label="Details", elem_id="details", interactive=False)
+        preview = gr.Video(
+            label="Source | driving | result", height=VIEW_HEIGHT, autoplay=True, loop=True, elem_id="preview-video"
+        )
+        details = gr.Textbox(label="Details", elem_id="details", interactive=False)
         if example_files is not None:
             use_example.click(
                 lambda: tuple(str(p) for p in example_files), outputs=[source, driving], api_name="example"
@@ -290,7 +300,7 @@ def main(argv=None) -> int:
     except (InputError, OSError) as e:
         print(f"mraa_jax.app: error: {first_line(e)}", file=sys.stderr)
         return 1
-    demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False)
+    demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False, css=CSS)
     return 0
 
 
