@@ -16,7 +16,7 @@ The same function is an HTTP endpoint, `/animate`, for scripts (this is how the 
     from gradio_client import Client, handle_file
     client = Client("http://127.0.0.1:7860/")
     result, preview, details = client.predict(
-        handle_file("face.png"), {"video": handle_file("talk.mp4")}, "relative", False, api_name="/animate")
+        handle_file("face.png"), handle_file("talk.mp4"), "relative", False, api_name="/animate")
 
 Gradio is an optional extra, imported only here (`import mraa_jax` does not import it).
 """
