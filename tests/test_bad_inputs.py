@@ -280,7 +280,10 @@ CLI_ACCEPTED = [
 ]
 
 
-@pytest.mark.parametrize("case, args, frames", CLI_ACCEPTED, ids=[c[0] for c in CLI_ACCEPTED])
+@pytest.mark.parametrize(
+    "case, args, frames",
+    [pytest.param(*c, id=c[0], marks=[pytest.mark.slow] if c[0].startswith("8000x8000") else []) for c in CLI_ACCEPTED],
+)
 def test_cli_accepts(case, args, frames, inputs, capsys):
     import imageio.v3 as iio
 

@@ -119,6 +119,7 @@ def test_stablehlo_runs_without_mraa_jax(converted_dir, frames, library, tmp_pat
     _assert_close(dict(np.load(tmp_path / "outputs.npz")), library, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_onnx_matches_library(converted_dir, frames, library, tmp_path):
     ort = pytest.importorskip("onnxruntime", reason="ONNX export needs the `export` extra")
     pytest.importorskip("jax2onnx", reason="ONNX export needs the `export` extra")

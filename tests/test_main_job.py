@@ -78,3 +78,24 @@ def test_main_job_writes_every_output(tmp_path):
     assert f"centre spread {placement['centre_spread_px']:.1f} px" in result.stdout
     frames = iio.imread(summary["outputs"]["animation"])
     assert frames.ndim == 4 and frames.shape[0] == 6  # one visualisation frame per driving frame
+
+
+def test_summary_lines_and_loss_curve_from_records(tmp_path):
+    """The job's closing lines name every output and the scores; the curve plots every loss."""
+    from mraa_jax.main_job import format_summary, plot_curves
+
+    records = [
+        {"training_seconds": 60.0 * i, "ratio": 1.0 / (i + 1), "train_losses": {"l1": 0.5 / (i + 1), "total": 1.0}}
+        for i in range(3)
+    ]
+    curve = plot_curves(records, tmp_path / "loss_curve.png")
+    assert iio.imread(curve).shape[-1] in (3, 4)
+    scores = {"l1": 0.05, "copy_source_l1": 0.1, "l1_ratio_to_copy_source": 0.5, "psnr": 18.0, "ssim": 0.6}
+    result = {
+        "outputs": {"model": "runs/x/model", "loss_curve": str(curve)},
+        "scores": {**scores, "test_videos": 50},
+        "seconds": {"reconstruction_s": 421.0, "total_s": 480.0},
+    }
+    text = format_summary(result)
+    assert "runs/x/model" in text and str(curve) in text
+    assert "ratio 0.500" in text and "(50 videos)" in text and "total 480 s" in text

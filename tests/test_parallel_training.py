@@ -51,6 +51,7 @@ def test_same_parameters_on_more_devices_with_sync_bn(by_devices, devices):
     np.testing.assert_allclose(by_devices[devices], by_devices[1], rtol=0, atol=TOLERANCE)
 
 
+@pytest.mark.slow
 def test_without_sync_bn_devices_normalise_their_own_batch(by_devices):
     """The check above could fail: without synchronised BatchNorm the result differs."""
     assert np.abs(by_devices["2-nosync"] - by_devices[1]).max() > 100 * TOLERANCE

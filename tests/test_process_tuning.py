@@ -88,6 +88,7 @@ def test_restart_keeps_the_process_and_cuts_page_faults(tmp_path):
         assert result["faults"] >= small_pages / 2, result
 
 
+@pytest.mark.slow
 def test_memory_stages_benchmark_reports_every_stage():
     """benchmarks/memory_stages.py on the small config: one reading per stage,
     each peak at least the resident set it ends with, run with the tunable where available."""
@@ -148,6 +149,7 @@ TEMPORARIES = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_low_memory_schedule_cuts_temporaries(tmp_path):
     """The flag reaches XLA when set before JAX starts, and XLA then needs less memory for
     the same program (docs/performance.md)."""

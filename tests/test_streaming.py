@@ -37,7 +37,10 @@ def test_hull_area_is_qhulls():
     assert float(hull_area(np.array([[0, 0], [1, 1], [2, 2]], np.float32))) == 0.0
 
 
-@pytest.mark.parametrize("mode", ["relative", "standard", "avd"])
+# relative in the fast subset: it holds the reference-frame logic that avd shares.
+@pytest.mark.parametrize(
+    "mode", ["relative", pytest.param("standard", marks=pytest.mark.slow), pytest.param("avd", marks=pytest.mark.slow)]
+)
 def test_stream_equals_animate_and_compiles_once(fixture_model, clip, mode):
     import jax
 
@@ -157,6 +160,7 @@ def test_read_raw_frames_refuses_a_short_last_frame():
         next(frames)
 
 
+@pytest.mark.slow
 def test_pipe_to_stdout(piped, converted_dir):
     """ffmpeg | launch_eval.py --driving_video - --result_video -: raw frames out, as the library animates them."""
     ffmpeg = subprocess.Popen(_ffmpeg_raw(), stdout=subprocess.PIPE)

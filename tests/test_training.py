@@ -163,6 +163,7 @@ def test_losses_reach_the_host_only_at_log_points(tmp_path, monkeypatch):
     assert Checkpoints(tmp_path / "checkpoints").manager.all_steps() == [1, 6, 12]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("first_nan, caught_at, last_good", [(5, 6, 3), (7, 8, 6)])
 def test_nan_between_log_points_stops_within_log_every_steps(tmp_path, fixture_dir, first_nan, caught_at, last_good):
     """log_every_steps=4, a checkpoint every 3 steps: a NaN at step 5 is caught at step 6,
