@@ -37,7 +37,7 @@ import numpy as np
 
 from mraa_jax import animation
 from mraa_jax.errors import InputError, first_line
-from mraa_jax.evaluation import inference, media
+from mraa_jax.evaluation import inference, media, runs
 
 DEFAULT_MODE = "relative"
 EXAMPLE_FRAMES, EXAMPLE_FPS = 40, 10.0  # the synthetic clip's motion spans the clip whatever the count
@@ -52,26 +52,14 @@ MODE_HELP = (
 )
 
 
-def frame_shape(model) -> tuple[int, int]:
-    """(H, W) of the model's frames; an InputError unless it animates RGB images."""
-    from mraa_jax.model import config_frame_shape
-
-    h, w, channels = config_frame_shape(model.config)
-    if channels != 3:
-        raise InputError(f"the web demo animates RGB images; this model has {channels} channels")
-    return h, w
-
-
 def supported_modes(model) -> list[str]:
     """The animation modes this checkpoint can run (avd needs a trained AVD network)."""
-    from mraa_jax.evaluation.runs import check_variables
-
     modes = []
     for mode in animation.MODES:
         try:
             model.check_mode(mode)
             if mode == "avd":
-                check_variables(model, ("avd_network",))
+                runs.check_variables(model, ("avd_network",))
         except InputError:
             continue
         modes.append(mode)
@@ -129,50 +117,27 @@ def animate_files(
     if not driving_video:
         raise InputError("no driving video: upload one (or press 'Use the example')")
     model.check_mode(mode)
-    h, w = frame_shape(model)
     report(0.0, desc="reading the inputs")
-    image = media.read_source_image(source_image)
-    fps = media.video_fps(driving_video) or 25.0
-    estimate = _frame_count_estimate(driving_video, fps)
-    if estimate is not None and estimate > max_frames:
-        raise InputError(f"driving video: about {estimate} frames; the web demo animates at most {max_frames}")
-    frames = media.read_driving_video(driving_video)
-    if frames.shape[0] > max_frames:
-        raise InputError(f"driving video: {frames.shape[0]} frames; the web demo animates at most {max_frames}")
-    source = media.crop_resize(image[None], (h, w))[0].astype(np.float32) / 255.0
-    driving = media.crop_resize(frames, (h, w)).astype(np.float32) / 255.0
-    best = None
-    if find_best_frame:
-        report(0.0, desc="finding the best frame")
-        best = inference.find_best_frame(model, source, driving, chunk_size)
-    outputs = inference.run_frames(
+    source, driving, fps = runs.demo_inputs(model, source_image, driving_video, max_frames=max_frames)
+    report(0.0, desc="finding the best frame" if find_best_frame else f"animating ({mode})")
+    outputs = inference.animate_outputs(
         model,
         source,
         driving,
         mode,
         chunk_size,
-        initial_frame=None if best is None else driving[best],
+        find_best_frame,
         progress=lambda done, total: report((done, total), desc=f"animating ({mode})", unit="frames"),
     )
     report(1.0, desc="writing the videos")
     out_dir = Path(out_dir)
     result = media.write_video(out_dir / "result.mp4", outputs["prediction"], fps)
     preview = media.write_video(out_dir / "preview.mp4", preview_frames(source, driving, outputs["prediction"]), fps)
+    h, w = source.shape[:2]
     details = f"{driving.shape[0]} frames at {fps:g} fps, {w}x{h}, mode {mode}"
-    if best is not None:
-        details += f", best frame {best}"
+    if "best_frame" in outputs:
+        details += f", best frame {outputs['best_frame']}"
     return result, preview, details
-
-
-def _frame_count_estimate(path, fps: float) -> int | None:
-    """Frames of a video file by its metadata (duration x fps), or None where it does not say."""
-    try:
-        import imageio.v3 as iio
-
-        duration = float(iio.immeta(path).get("duration") or 0)
-    except Exception:  # unreadable: read_driving_video says why
-        return None
-    return round(duration * fps) if np.isfinite(duration) and duration > 0 else None
 
 
 def _user_message(error: BaseException, *paths) -> str:
@@ -192,7 +157,7 @@ def build_app(model, example: bool = True, chunk_size: int = 16, max_frames: int
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network calls from the server
     import gradio as gr
 
-    hw = frame_shape(model)
+    hw = runs.demo_frame_shape(model)
     modes = supported_modes(model)
     if work_dir is None:
         work_dir = tempfile.mkdtemp(prefix="mraa-jax-app-")
@@ -295,7 +260,7 @@ def main(argv=None) -> int:
         if args.warmup:  # the first Animate would otherwise wait for XLA's compilation
             print("compiling (one animation of the example)...", flush=True)
             with tempfile.TemporaryDirectory() as folder:
-                source, driving = write_example(folder, frame_shape(model))
+                source, driving = write_example(folder, runs.demo_frame_shape(model))
                 animate_files(model, source, driving, folder, DEFAULT_MODE, True, args.chunk_size)
     except (InputError, OSError) as e:
         print(f"mraa_jax.app: error: {first_line(e)}", file=sys.stderr)

@@ -214,6 +214,47 @@ def animate_pairs(
 # -- demo --------------------------------------------------------------------------
 
 
+def demo_frame_shape(model) -> tuple[int, int]:
+    """(H, W) of the model's frames; an InputError unless it animates RGB images, as the demos do."""
+    from mraa_jax.model import config_frame_shape
+
+    h, w, channels = config_frame_shape(model.config)
+    if channels != 3:
+        raise InputError(f"the demo animates RGB images; this model has {channels} channels")
+    return h, w
+
+
+def demo_inputs(model, source_image, driving_video, fps: float | None = None, max_frames: int | None = None):
+    """Read an image file and a video file for the model: (source (H, W, 3), driving (T, H, W, 3),
+    fps), both float32 in [0, 1], centre-cropped to the config's aspect and resized to its frame
+    size; fps is the video's, else `fps`, else 25. Videos over `max_frames` frames are refused,
+    before they are decoded where their metadata gives their length."""
+    h, w = demo_frame_shape(model)
+    image = media.read_source_image(source_image)
+    out_fps = media.video_fps(driving_video) or fps or DEFAULT_FPS
+    if max_frames is not None:
+        estimate = _frame_count_estimate(driving_video, out_fps)
+        if estimate is not None and estimate > max_frames:
+            raise InputError(f"driving video: about {estimate} frames; at most {max_frames} are animated")
+    frames = media.read_driving_video(driving_video)
+    if max_frames is not None and frames.shape[0] > max_frames:
+        raise InputError(f"driving video: {frames.shape[0]} frames; at most {max_frames} are animated")
+    source = media.crop_resize(image[None], (h, w))[0].astype(np.float32) / 255.0
+    driving = media.crop_resize(frames, (h, w)).astype(np.float32) / 255.0
+    return source, driving, out_fps
+
+
+def _frame_count_estimate(path, fps: float) -> int | None:
+    """Frames of a video file by its metadata (duration x fps), or None where it does not say."""
+    try:
+        import imageio.v3 as iio
+
+        duration = float(iio.immeta(path).get("duration") or 0)
+    except Exception:  # unreadable: read_driving_video says why
+        return None
+    return round(duration * fps) if np.isfinite(duration) and duration > 0 else None
+
+
 def demo(
     model,
     source_image,
@@ -230,16 +271,7 @@ def demo(
     config's aspect and resized to its frame size. Writes `result_video` at the driving
     video's fps (else `fps`, else 25). Returns {"frames", "fps", "size", "best_frame"?}.
     """
-    from mraa_jax.model import config_frame_shape
-
-    h, w, channels = config_frame_shape(model.config)
-    if channels != 3:
-        raise InputError(f"the demo animates RGB images; this model has {channels} channels")
-    image = media.read_source_image(source_image)
-    frames = media.read_driving_video(driving_video)
-    out_fps = media.video_fps(driving_video) or fps or DEFAULT_FPS
-    source = media.crop_resize(image[None], (h, w))[0].astype(np.float32) / 255.0
-    driving = media.crop_resize(frames, (h, w)).astype(np.float32) / 255.0
+    source, driving, out_fps = demo_inputs(model, source_image, driving_video, fps)
     visual = visualization_video is not None
     outputs = inference.animate_outputs(
         model, source, driving, mode, chunk_size, find_best_frame, visual=visual, progress=progress
@@ -247,7 +279,7 @@ def demo(
     media.write_video(result_video, outputs["prediction"], out_fps)
     if visual:
         media.write_video(visualization_video, media.visualization_frames(source, driving, outputs), out_fps)
-    info = {"frames": int(driving.shape[0]), "fps": out_fps, "size": [h, w]}
+    info = {"frames": int(driving.shape[0]), "fps": out_fps, "size": list(source.shape[:2])}
     if "best_frame" in outputs:
         info["best_frame"] = outputs["best_frame"]
     return info
@@ -260,11 +292,7 @@ def demo_stream(model, source_image, frames, result, mode: str = "relative", fps
     or a binary stream that gets each animated frame at once as raw rgb24 bytes (the config's size).
     Returns {"frames", "fps", "size"}.
     """
-    from mraa_jax.model import config_frame_shape
-
-    h, w, channels = config_frame_shape(model.config)
-    if channels != 3:
-        raise InputError(f"the demo animates RGB images; this model has {channels} channels")
+    h, w = demo_frame_shape(model)
     source = media.crop_resize(media.read_source_image(source_image)[None], (h, w))[0]
     stream = model.stream(source, mode)
 
