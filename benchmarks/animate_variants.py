@@ -2,7 +2,7 @@
 
     python benchmarks/animate_variants.py --variant float32 [--frames 16 --chunk 16]
     python benchmarks/animate_variants.py --variant bfloat16     # compute_dtype="bfloat16"
-    python benchmarks/animate_variants.py --variant eigen        # convolutions by Eigen, as the training steps compile them
+    python benchmarks/animate_variants.py --variant ynnpack      # the animation chunk compiled with XLA's defaults (YNNPACK)
 
 Unlike the other benchmarks this one does NOT call mraa_jax.process_tuning.tune_process: no
 scheduler flag, no huge pages, as in a user's script. vox256 at 256x256, random weights,
@@ -23,14 +23,13 @@ import jax
 import numpy as np
 from _measure import cpu_description
 
-from mraa_jax import process_tuning
 from mraa_jax.config import load_config
 from mraa_jax.model import MRAA, animation_chunk
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variant", choices=("float32", "bfloat16", "eigen"), default="float32")
+    parser.add_argument("--variant", choices=("float32", "bfloat16", "ynnpack"), default="float32")
     parser.add_argument("--config", default="configs/vox256.py")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--chunk", type=int, default=16)
@@ -40,11 +39,9 @@ def main():
     if args.variant == "bfloat16":
         config.model_params.compute_dtype = "bfloat16"
     model = MRAA.random(config)
-    if args.variant == "eigen":
+    if args.variant == "ynnpack":
         model.jitted.animation_chunk = jax.jit(
-            functools.partial(animation_chunk, model.networks),
-            static_argnames=("mode", "visual"),
-            compiler_options=process_tuning.TRAINING_COMPILER_OPTIONS,
+            functools.partial(animation_chunk, model.networks), static_argnames=("mode", "visual")
         )
     rng = np.random.default_rng(0)
     source = rng.random((256, 256, 3), np.float32)

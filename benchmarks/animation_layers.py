@@ -6,7 +6,7 @@ Traces the compiled animation chunk (mode standard, `--chunk` driving frames, th
 outside, as `model.animate` runs it), collects its convolutions (same shapes counted together),
 and times each alone, jitted, median of --repeats calls after a warm-up: compiled with XLA's
 default options (on CPU: YNNPACK, as animation runs) and with the training steps' options
-(`process_tuning.TRAINING_COMPILER_OPTIONS`: Eigen). Prints a table (milliseconds per chunk, all
+(`process_tuning.CPU_COMPILER_OPTIONS`: Eigen). Prints a table (milliseconds per chunk, all
 occurrences; GFLOP/s) with this machine's matrix-product rate for comparison, and JSON.
 """
 
@@ -83,7 +83,7 @@ def main():
         ynnpack = median_seconds(jax.jit(apply), (x, k), args.repeats) * count
         eigen = (
             median_seconds(
-                jax.jit(apply, compiler_options=process_tuning.TRAINING_COMPILER_OPTIONS), (x, k), args.repeats
+                jax.jit(apply, compiler_options=process_tuning.CPU_COMPILER_OPTIONS), (x, k), args.repeats
             )
             * count
         )

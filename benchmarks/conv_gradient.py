@@ -7,9 +7,9 @@ Random input (batch, size, size, channels) and output gradient; a stride-1 convo
 shrink the output by one). Times, each jitted, warmed up once and then the median of --repeats
 calls: the forward pass, XLA's input gradient and XLA's kernel gradient, each compiled with
 XLA's default options (on CPU: YNNPACK's convolutions, as animation runs them; `*_ynnpack`) and
-with the training steps' (`mraa_jax.process_tuning.TRAINING_COMPILER_OPTIONS`: Eigen's; `*_training`); and the
+with the training steps' (`mraa_jax.process_tuning.CPU_COMPILER_OPTIONS`: Eigen's; `*_training`); and the
 kernel gradient by output patches, which `conv2d` uses on CPU for thin 7x7 layers (which one
-this layer gets, `kernel_gradient_method`, is printed too). Prints JSON.
+this layer gets, `conv_method`, is printed too). Prints JSON.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import jax
 import numpy as np
 from _measure import median_seconds
 
-from mraa_jax.modules.conv import _xla_conv, kernel_grad_by_output_patches, kernel_gradient_method
-from mraa_jax.process_tuning import TRAINING_COMPILER_OPTIONS, tune_process
+from mraa_jax.modules.conv import _xla_conv, conv_method, kernel_grad_by_output_patches
+from mraa_jax.process_tuning import CPU_COMPILER_OPTIONS, tune_process
 
 
 def main():
@@ -56,7 +56,7 @@ def main():
     variants = {}
     for name, (fn, fn_args) in layer.items():
         variants[f"{name}_ynnpack"] = (jax.jit(fn), fn_args)
-        variants[f"{name}_training"] = (jax.jit(fn, compiler_options=TRAINING_COMPILER_OPTIONS), fn_args)
+        variants[f"{name}_training"] = (jax.jit(fn, compiler_options=CPU_COMPILER_OPTIONS), fn_args)
     variants["output_patch_kernel_grad"] = (
         jax.jit(lambda x, g: kernel_grad_by_output_patches(x, g, kernel.shape, padding)),
         (x, out_grad),
@@ -65,7 +65,7 @@ def main():
     report = {
         "layer": vars(args),
         "gflop": round(flop / 1e9, 2),
-        "conv2d_kernel_gradient": kernel_gradient_method(kernel.shape),
+        "conv2d_method": conv_method(kernel.shape),
         "device": str(jax.devices()[0]),
         "jax": jax.__version__,
     }

@@ -41,7 +41,7 @@ def training_step_gflop(config: str, size: int, batch: int) -> float:
 
     from mraa_jax.modules import conv
 
-    conv.kernel_gradient_method = lambda *args: "xla"  # count every gradient (see the docstring)
+    conv.conv_method = lambda *args: "xla"  # count every gradient (see the docstring)
     step, step_args, _ = build_step(config, size, batch, "float32", "l1")
     return _gflop(step.lower(*step_args).compile())
 

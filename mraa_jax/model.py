@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mraa_jax import animation
+from mraa_jax import animation, process_tuning
 from mraa_jax.config import COMPUTE_DTYPES
 from mraa_jax.errors import InputError
 from mraa_jax.modules.avd import AVDNetwork
@@ -162,15 +162,21 @@ class MRAA:
         self.untrained = tuple(untrained)
         self.source = str(source)
         nets = self.networks
-        self._regions = jax.jit(lambda v, x: nets.region_predictor.apply(v, x))
-        self._background = jax.jit(lambda v, s, d: nets.bg_predictor.apply(v, s, d))
-        self._generate = jax.jit(lambda v, s, sp, dp, bg: nets.generator.apply(v, s, dp, sp, bg))
-        self._avd = jax.jit(lambda v, sp, dp: nets.avd_network.apply(v, sp, dp))
-        # Compiled pieces of animation, shared with mraa_jax.evaluation.
+        from mraa_jax.streaming import stream_step
+
+        # On CPU, convolutions compiled by Eigen (process_tuning.CPU_COMPILER_OPTIONS), as in training.
+        self.compiler_options = process_tuning.cpu_compiler_options(jax.devices())
+        jit = functools.partial(jax.jit, compiler_options=self.compiler_options)
+        self._regions = jit(lambda v, x: nets.region_predictor.apply(v, x))
+        self._background = jit(lambda v, s, d: nets.bg_predictor.apply(v, s, d))
+        self._generate = jit(lambda v, s, sp, dp, bg: nets.generator.apply(v, s, dp, sp, bg))
+        self._avd = jit(lambda v, sp, dp: nets.avd_network.apply(v, sp, dp))
+        # Compiled pieces of animation, shared with mraa_jax.evaluation and mraa_jax.streaming.
         self.jitted = types.SimpleNamespace(
             regions=self._regions,
-            encode=jax.jit(lambda v, s: nets.generator.apply(v, s, method=Generator.encode)),
-            animation_chunk=jax.jit(functools.partial(animation_chunk, nets), static_argnames=("mode", "visual")),
+            encode=jit(lambda v, s: nets.generator.apply(v, s, method=Generator.encode)),
+            animation_chunk=jit(functools.partial(animation_chunk, nets), static_argnames=("mode", "visual")),
+            stream_step=jit(functools.partial(stream_step, nets), static_argnums=(0,)),
         )
 
     @classmethod

@@ -13,9 +13,9 @@ calls `mraa_jax.process_tuning.tune_process()` once, before the first JAX comput
   `glibc.malloc.hugetlb=1`: XLA:CPU allocates a program's temporaries afresh on every call
   and the kernel zero-fills each new mapping page by page; 2 MiB pages make that a few
   thousand faults instead of hundreds of thousands. MRAA_JAX_HUGE_PAGES=0 opts out.
-The training steps compile with `training_compiler_options(devices)`, the convolution option
-for CPUs. Each XLA option is used only where the installed jaxlib accepts it; otherwise it is
-left out with one warning. Figures: docs/performance.md.
+Every program of the library (training steps, animation, streaming) compiles with
+`cpu_compiler_options(devices)`, the convolution option for CPUs. Each XLA option is used only
+where the installed jaxlib accepts it; otherwise it is left out with one warning. Figures: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ OPT_OUT = "MRAA_JAX_HUGE_PAGES"
 # keeping its buffers alive; with this flag false it orders it to keep memory low instead.
 # Only XLA_FLAGS sets it: jax.jit's compiler_options accept it but leave it unread.
 SCHEDULER_FLAG = "xla_cpu_enable_concurrency_optimized_scheduler"
-# The training steps' option on CPU: XLA:CPU's YNNPACK fusions without its convolutions (its
-# default list also has LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION), so that Eigen runs them:
-# YNNPACK's kernel gradients are several times slower. Forward-only programs keep YNNPACK.
-TRAINING_COMPILER_OPTIONS = {
+# The library's option on CPU: XLA:CPU's YNNPACK fusions without its convolutions (its default
+# list also has LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION), so that Eigen runs them: YNNPACK's
+# kernel gradients are several times slower, and its forward 3x3 convolutions slower too on
+# AMD (modules/conv.py runs the thin 7x7 layers, where Eigen is slow, in a form it runs fast).
+CPU_COMPILER_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
 }
 # JAX's monitoring events (recorded in jax/_src/dispatch.py; tests/test_process_tuning.py fails
@@ -84,12 +85,12 @@ def xla_flag_accepted(flag: str) -> bool:
     return probe.returncode == 0
 
 
-def training_compiler_options(devices) -> dict | None:
-    """`TRAINING_COMPILER_OPTIONS` where `devices` are CPUs, less any option the installed
+def cpu_compiler_options(devices) -> dict | None:
+    """`CPU_COMPILER_OPTIONS` where `devices` are CPUs, less any option the installed
     jaxlib refuses; None (jax.jit's default) elsewhere."""
     if devices[0].platform != "cpu":
         return None
-    return accepted_compiler_options(TRAINING_COMPILER_OPTIONS) or None
+    return accepted_compiler_options(CPU_COMPILER_OPTIONS) or None
 
 
 def accepted_compiler_options(options: dict) -> dict:

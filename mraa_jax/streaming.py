@@ -6,7 +6,7 @@
 
 The pushed frames come out as `model.animate(source_image, frames, mode)` would animate the clip
 they make (tests/test_streaming.py: within 1e-5). Each push is one call of one compiled program
-(`stream_step_jitted`, compiled once per model, mode and frame size, and shared by every stream):
+(`model.jitted.stream_step`, compiled once per model, mode and frame size, and shared by the model's streams):
 the frame goes to the device, the animated frame comes back (with the first one in relative mode
 also the movement scale, 4 bytes, to check it), nothing else crosses. The source's encoding and
 region params, the reference and the movement scale stay on the device.
@@ -87,8 +87,6 @@ def stream_step(nets, mode: str, variables, encoding, state, first, frame):
     return out["prediction"][0], reference, scale
 
 
-stream_step_jitted = jax.jit(stream_step, static_argnums=(0, 1))
-
 
 def _as_image(image, name: str) -> np.ndarray:
     """uint8 (scaled by 1/255) or float images as float32 NumPy, or an InputError naming `name`."""
@@ -126,8 +124,7 @@ class Stream:
             raise InputError(f"frame: shape {frame.shape}, expected the source image's {self.shape}")
         first = self.frames == 0
         with jax.transfer_guard("disallow"):  # nothing crosses implicitly; the frame goes explicitly
-            prediction, reference, scale = stream_step_jitted(
-                self.model.networks,
+            prediction, reference, scale = self.model.jitted.stream_step(
                 self.mode,
                 self._variables,
                 self._encoding,

@@ -1,6 +1,6 @@
-"""conv2d: XLA's convolution with its own VJP (a hand-written kernel gradient on CPU for thin
-7x7 layers); how the training steps compile convolutions on CPU; upsample_conv2d: nearest x2
-upsampling then a convolution, mostly without the upsampled copy."""
+"""conv2d: XLA's convolution with its own VJP (thin 7x7 layers by kernel columns, and their
+kernel gradient hand-written on CPU); how the library's programs compile convolutions on CPU;
+upsample_conv2d: nearest x2 upsampling then a convolution, mostly without the upsampled copy."""
 
 from __future__ import annotations
 
@@ -12,16 +12,31 @@ import numpy as np
 import pytest
 
 from mraa_jax import geometry, process_tuning
-from mraa_jax.modules.conv import _xla_conv, conv2d, kernel_gradient_method
+from mraa_jax.modules.conv import _xla_conv, conv2d, conv_by_kernel_columns, conv_method
 from mraa_jax.modules.upsample_conv import upsample_conv2d, upsample_conv3x3
 
 
 def test_layer_choice():
-    assert kernel_gradient_method((7, 7, 64, 3)) == "output_patches"  # vox256's output layer
-    assert kernel_gradient_method((7, 7, 35, 10)) == "output_patches"  # vox256's region predictor
-    assert kernel_gradient_method((7, 7, 8, 3)) == "xla"  # configs/shapes.py's: 8 channels
-    assert kernel_gradient_method((7, 7, 3, 64)) == "xla"  # the first layer: many outputs
-    assert kernel_gradient_method((3, 3, 64, 3)) == "xla"  # small kernel
+    assert conv_method((7, 7, 64, 3)) == "thin"  # vox256's output layer
+    assert conv_method((7, 7, 35, 10)) == "thin"  # vox256's region predictor
+    assert conv_method((7, 7, 108, 11)) == "thin"  # vox256's flow predictor's mask
+    assert conv_method((7, 7, 8, 3)) == "xla"  # configs/shapes.py's: 8 channels
+    assert conv_method((7, 7, 3, 64)) == "xla"  # the first layer: many outputs
+    assert conv_method((3, 3, 64, 3)) == "xla"  # small kernel
+
+
+@pytest.mark.parametrize(
+    "x_shape, kernel_shape, padding",
+    [((2, 20, 24, 64), (7, 7, 64, 3), 3), ((1, 9, 13, 40), (7, 7, 40, 11), 0), ((2, 16, 16, 32), (5, 3, 32, 2), 1)],
+)
+def test_kernel_columns_compute_the_convolution(x_shape, kernel_shape, padding):
+    rng = np.random.default_rng(sum(x_shape))
+    x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=kernel_shape) * 0.05, jnp.float32)
+    ours, ref = conv_by_kernel_columns(x, kernel, padding), _xla_conv(x, kernel, padding)
+    assert ours.shape == ref.shape
+    # Sums of kh*kw*C products in another order: float32 rounding only.
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-6 * float(jnp.abs(ref).max()))
 
 
 def _gradients(conv_fn, x, kernel, padding):
@@ -35,23 +50,24 @@ def test_xla_method_is_xlas_own_gradient(padding):
     rng = np.random.default_rng(padding)
     x = jnp.asarray(rng.normal(size=(2, 16, 16, 8)), jnp.float32)
     kernel = jnp.asarray(rng.normal(size=(3, 3, 8, 16)), jnp.float32)
-    assert kernel_gradient_method(kernel.shape) == "xla"
+    assert conv_method(kernel.shape) == "xla"
     for ours, xla in zip(_gradients(conv2d, x, kernel, padding), _gradients(_xla_conv, x, kernel, padding)):
         np.testing.assert_array_equal(ours, xla)
 
 
 @pytest.mark.parametrize("padding", [3, 1])
-def test_output_patch_gradient_matches_xla(padding):
+def test_thin_layer_and_its_gradients_match_xla(padding):
     rng = np.random.default_rng(padding)
     x = jnp.asarray(rng.normal(size=(2, 40, 40, 64)), jnp.float32)
     kernel = jnp.asarray(rng.normal(size=(7, 7, 64, 3)) * 0.05, jnp.float32)
-    assert kernel_gradient_method(kernel.shape) == "output_patches"
+    assert conv_method(kernel.shape) == "thin"
     (out, x_grad, kernel_grad), (ref_out, ref_x_grad, ref_kernel_grad) = (
         _gradients(conv2d, x, kernel, padding),
         _gradients(_xla_conv, x, kernel, padding),
     )
-    np.testing.assert_array_equal(out, ref_out)  # the forward pass is XLA's
-    np.testing.assert_array_equal(x_grad, ref_x_grad)
+    np.testing.assert_array_equal(out, conv_by_kernel_columns(x, kernel, padding))
+    np.testing.assert_allclose(out, ref_out, rtol=0, atol=2e-6 * float(jnp.abs(ref_out).max()))
+    np.testing.assert_array_equal(x_grad, ref_x_grad)  # XLA's rule
     # Sums of 3200 products each (2 x 40 x 40 pixels), in another order: float32 rounding only; but not XLA's rule.
     scale = float(jnp.abs(ref_kernel_grad).max())
     np.testing.assert_allclose(kernel_grad, ref_kernel_grad, rtol=0, atol=2e-5 * scale)
@@ -97,6 +113,14 @@ def test_gradient_of_a_replicated_kernel_under_shard_map(kernel_shape):
     np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-5 * float(jnp.abs(ref).max()))
 
 
+def _ynn_convolutions(compiled) -> int:
+    """How many YNNPACK fusions of an optimised CPU program hold a convolution."""
+    text = compiled.as_text()
+    called = re.findall(r"calls=%?([\w.-]+).*\"__ynn_fusion\"", text)
+    bodies = (re.search(r"^%?" + re.escape(name) + r" .*?\n}", text, re.M | re.S).group(0) for name in called)
+    return sum("convolution(" in body for body in bodies)
+
+
 def test_training_steps_compile_convolutions_without_ynnpack():
     """The training steps' compiler options reach XLA: a convolution is not a YNNPACK fusion
     there (which, by default, it is; one that YNNPACK fuses into a reduction still is)."""
@@ -108,18 +132,30 @@ def test_training_steps_compile_convolutions_without_ynnpack():
     def step(kernel, x):
         return kernel, jax.lax.pmean(_xla_conv(x, kernel, 1), AXIS)
 
-    def ynn_convolutions(compiled):
-        """How many YNNPACK fusions of the optimised program hold a convolution."""
-        text = compiled.as_text()
-        called = re.findall(r"calls=%?([\w.-]+).*\"__ynn_fusion\"", text)
-        bodies = (re.search(r"^%?" + re.escape(name) + r" .*?\n}", text, re.M | re.S).group(0) for name in called)
-        return sum("convolution(" in body for body in bodies)
-
     default = jax.jit(lambda kernel, x: _xla_conv(x, kernel, 1)).lower(kernel, x).compile()
     training = data_parallel(step, mesh, num_replicated_args=1, num_batch_args=1).lower(kernel, x).compile()
-    assert ynn_convolutions(default) > 0
-    assert ynn_convolutions(training) == 0
-    assert process_tuning.training_compiler_options(jax.devices()) == process_tuning.TRAINING_COMPILER_OPTIONS
+    assert _ynn_convolutions(default) > 0
+    assert _ynn_convolutions(training) == 0
+    assert process_tuning.cpu_compiler_options(jax.devices()) == process_tuning.CPU_COMPILER_OPTIONS
+
+
+def test_model_programs_compile_convolutions_without_ynnpack():
+    """MRAA's own programs (here the source encoder, as animate and streams run it) compile with
+    the same options, without any process-wide flag."""
+    from mraa_jax.config import load_config
+    from mraa_jax.model import MRAA
+    from mraa_jax.modules.generator import Generator
+
+    config = load_config("configs/shapes.py")
+    config.model_params.generator_params.block_expansion = 32  # a first layer to 32 channels: YNNPACK's by default
+    model = MRAA.random(config)
+    variables = model.variables["generator"]
+    source = jnp.zeros((1, *config.dataset_params.frame_shape), jnp.float32)
+    encode = lambda v, s: model.networks.generator.apply(v, s, method=Generator.encode)  # noqa: E731
+    by_default = _ynn_convolutions(jax.jit(encode).lower(variables, source).compile())
+    ours = _ynn_convolutions(model.jitted.encode.lower(variables, source).compile())
+    assert ours < by_default  # the first layer's is gone; those fused into the pooling's reduction stay
+    assert model.compiler_options == process_tuning.CPU_COMPILER_OPTIONS
 
 
 def _upsample_then_conv(x, kernel, padding):
@@ -148,7 +184,8 @@ def test_upsample_conv2d_takes_the_phase_form_only_where_it_pays():
     def rounds_like_the_copy(x_shape, kernel_size, features, padding):
         x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
         kernel = jnp.asarray(rng.normal(size=(kernel_size, kernel_size, x_shape[-1], features)), jnp.float32)
-        return bool(jnp.all(upsample_conv2d(x, kernel, padding) == _upsample_then_conv(x, kernel, padding)))
+        copy = conv2d(geometry.upsample_nearest_2x(x), kernel, padding)
+        return bool(jnp.all(upsample_conv2d(x, kernel, padding) == copy))
 
     assert not rounds_like_the_copy((2, 16, 16, 32), 3, 8, 1)  # 512 pixels >= 4 * 8 channels
     assert rounds_like_the_copy((2, 2, 2, 32), 3, 8, 1)  # 8 pixels < 32

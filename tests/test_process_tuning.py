@@ -259,16 +259,16 @@ def test_an_unknown_compiler_option_is_left_out_with_one_warning(monkeypatch):
 
     unknown = {"xla_cpu_mraa_jax_no_such_option": "1"}
     monkeypatch.setattr(
-        process_tuning, "TRAINING_COMPILER_OPTIONS", {**unknown, **process_tuning.TRAINING_COMPILER_OPTIONS}
+        process_tuning, "CPU_COMPILER_OPTIONS", {**unknown, **process_tuning.CPU_COMPILER_OPTIONS}
     )
     with pytest.warns(RuntimeWarning, match="xla_cpu_mraa_jax_no_such_option") as caught:
-        options = process_tuning.training_compiler_options(jax.devices())
+        options = process_tuning.cpu_compiler_options(jax.devices())
         step = data_parallel(
             lambda state, x: (state, jax.lax.psum(x.sum(), AXIS)), make_mesh(jax.devices()[:1]), num_batch_args=1
         )
         state, total = step(jax.numpy.zeros(()), jax.numpy.ones((2, 3)))
     assert len(caught) == 1
-    assert options == {k: v for k, v in process_tuning.TRAINING_COMPILER_OPTIONS.items() if k not in unknown}
+    assert options == {k: v for k, v in process_tuning.CPU_COMPILER_OPTIONS.items() if k not in unknown}
     assert float(total) == 6.0
 
 

@@ -44,15 +44,13 @@ def test_hull_area_is_qhulls():
 def test_stream_equals_animate_and_compiles_once(fixture_model, clip, mode):
     import jax
 
-    from mraa_jax.streaming import stream_step_jitted
-
     source, frames = clip
     # Chunks of one frame, as pushed: XLA:CPU rounds differently per batch size
     # (animate's chunks of 1 and 4 differ by 1.0e-5 in avd mode).
     expected = np.asarray(fixture_model.animate(source, frames, mode=mode, chunk_size=1))
     stream = fixture_model.stream(source, mode)
     first = stream.push(frames[0])
-    compiled = stream_step_jitted._cache_size()
+    compiled = fixture_model.jitted.stream_step._cache_size()
     events = []
     listener = lambda event, seconds, **kwargs: events.append(event)  # noqa: E731
     jax.monitoring.register_event_duration_secs_listener(listener)
@@ -65,7 +63,7 @@ def test_stream_equals_animate_and_compiles_once(fixture_model, clip, mode):
         jax.monitoring.unregister_event_duration_listener(listener)
     # Nothing traced or compiled after the first push.
     assert [e for e in events if e.startswith("/jax/core/compile/")] == []
-    assert stream_step_jitted._cache_size() == compiled
+    assert fixture_model.jitted.stream_step._cache_size() == compiled
     video = np.stack([first, *rest])
     assert video.dtype == np.float32 and video.shape == frames.shape
     np.testing.assert_allclose(video, expected, atol=1e-5, rtol=0)

@@ -1,18 +1,18 @@
-"""Stride-1 2-D convolution (NHWC, HWIO) with its own VJP, and how training compiles convolutions on CPU.
+"""Stride-1 2-D convolution (NHWC, HWIO) with its own VJP, in forms that XLA:CPU runs fast.
 
 XLA:CPU runs convolutions either through YNNPACK (its default) or through Eigen. YNNPACK's
-kernel gradients are slow: it computes them as a convolution with the image as the kernel.
-The training steps are therefore compiled with `process_tuning.TRAINING_COMPILER_OPTIONS` on
-CPU (YNNPACK keeps matrix products and reductions, Eigen takes the convolutions); the
-forward-only programs (animation) keep YNNPACK, which runs the generator's thin 7x7 output
-layer much faster than Eigen. Timings: docs/performance.md.
+kernel gradients are slow (it computes them as a convolution with the image as the kernel),
+and on AMD its forward 3x3 convolutions are slower than Eigen's too. Every program of the
+library is therefore compiled with `process_tuning.CPU_COMPILER_OPTIONS` on CPU (YNNPACK keeps
+matrix products and reductions, Eigen takes the convolutions). Eigen is slow on thin layers,
+large kernels to few outputs (the generator's 7x7 layer to 3 channels); `conv2d` runs those
+by kernel columns (`conv_by_kernel_columns`). Timings: docs/performance.md.
 
 `conv2d`'s VJP:
-- the kernel gradient of layers with large kernels and few outputs (the generator's 7x7
-  layer to 3 channels) by "output_patches": per kernel row, one matrix product of the
-  padded input, (rows, C)^T, with the kw shifted copies of the thin output gradient side by
-  side, (rows, kw*F), faster than Eigen's; XLA's rule elsewhere, and on other backends
-  (cuDNN on GPU);
+- the kernel gradient of thin layers by "output patches": per kernel row, one matrix product
+  of the padded input, (rows, C)^T, with the kw shifted copies of the thin output gradient
+  side by side, (rows, kw*F), faster than Eigen's; XLA's rule elsewhere, and on other
+  backends (cuDNN on GPU);
 - the input gradient made to depend on the kernel gradient (plus 0 times its sum), so that
   XLA runs each kernel gradient as soon as it can instead of at the end of the backward
   pass, where it kept each layer's output gradient and input alive until then.
@@ -28,10 +28,11 @@ import jax.numpy as jnp
 from mraa_jax.modules.cotangents import cotangent_for
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
-# Output patches, for kernels larger than 3x3 with at most 16 output and at least 32 input
-# channels: faster than Eigen's on every such layer of vox256 (docs/performance.md).
-MAX_PATCH_FEATURES = 16
-MIN_PATCH_CHANNELS = 32
+# Thin kernels: larger than 3x3 with at most 16 output and at least 32 input channels. Kernel
+# columns and output patches are faster than Eigen's forward and kernel gradient on every such
+# layer of vox256 (docs/performance.md).
+MAX_THIN_FEATURES = 16
+MIN_THIN_CHANNELS = 32
 
 
 def _xla_conv(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
@@ -40,31 +41,45 @@ def _xla_conv(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
 
 def conv2d(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
     """Convolution with stride 1 and `padding` zeros on each side; x (N, H, W, C), kernel (kh, kw, C, F)."""
-    return _conv(x, kernel, padding, kernel_gradient_method(kernel.shape))
+    return _conv(x, kernel, padding, conv_method(kernel.shape))
 
 
-def kernel_gradient_method(kernel_shape) -> str:
-    """How `conv2d` computes this layer's kernel gradient on CPU: "output_patches" or "xla"."""
+def conv_method(kernel_shape) -> str:
+    """How `conv2d` runs a layer: "thin" for kernels larger than 3x3 with few outputs from many
+    inputs (the generator's 7x7 layer to 3 channels): forward by kernel columns, kernel gradient
+    by output patches on CPU; "xla" (XLA's convolution and its gradients) elsewhere."""
     kh, kw, channels, features = kernel_shape
-    if kh * kw > 9 and features <= MAX_PATCH_FEATURES and channels >= MIN_PATCH_CHANNELS:
-        return "output_patches"
-    return "xla"
+    return "thin" if kh * kw > 9 and features <= MAX_THIN_FEATURES and channels >= MIN_THIN_CHANNELS else "xla"
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv(x, kernel, padding, method):
-    return _xla_conv(x, kernel, padding)
+    return conv_by_kernel_columns(x, kernel, padding) if method == "thin" else _xla_conv(x, kernel, padding)
 
 
 def _forward(x, kernel, padding, method):
-    return _xla_conv(x, kernel, padding), (x, kernel)
+    return _conv(x, kernel, padding, method), (x, kernel)
+
+
+def conv_by_kernel_columns(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
+    """`_xla_conv(x, kernel, padding)` as a (kh x 1) convolution to kw*F features (kernel column
+    j's F outputs side by side), then column j's outputs shifted left by j and summed. For thin
+    kernels this runs 2-3x faster under Eigen than the direct convolution, whose matrix products
+    are F columns wide, and about as fast under YNNPACK (docs/performance.md)."""
+    kh, kw, channels, features = kernel.shape
+    padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    columns = kernel.transpose(0, 2, 1, 3).reshape(kh, 1, channels, kw * features)
+    by_column = jax.lax.conv_general_dilated(padded, columns, (1, 1), [(0, 0)] * 2, dimension_numbers=_DIMENSIONS)
+    width = by_column.shape[2] - kw + 1
+    by_column = by_column.reshape(by_column.shape[:3] + (kw, features))
+    return sum(by_column[:, :, j : j + width, j] for j in range(kw))
 
 
 def _backward(padding, method, residuals, out_grad):
     x, kernel = residuals
     _, xla_vjp = jax.vjp(lambda x, k: _xla_conv(x, k, padding), x, kernel)
     x_grad, kernel_grad = xla_vjp(out_grad)
-    if method == "output_patches":
+    if method == "thin":
         kernel_grad = jax.lax.platform_dependent(
             x,
             out_grad,

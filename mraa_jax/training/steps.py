@@ -161,12 +161,12 @@ def data_parallel(
     replicated, the `num_batch_args` batch arrays after them split on axis 0.
 
     The state argument is donated: its buffers are reused for the new state. On CPU the
-    convolutions are compiled by Eigen, not YNNPACK (`process_tuning.training_compiler_options`).
+    convolutions are compiled by Eigen, not YNNPACK (`process_tuning.cpu_compiler_options`).
     """
     in_specs = (P(),) * num_replicated_args + (P(AXIS),) * num_batch_args
     mapped = jax.shard_map(step_fn, mesh=mesh, in_specs=in_specs, out_specs=(P(), P()))
     return jax.jit(
-        mapped, donate_argnums=0, compiler_options=process_tuning.training_compiler_options(mesh.devices.flat)
+        mapped, donate_argnums=0, compiler_options=process_tuning.cpu_compiler_options(mesh.devices.flat)
     )
 
 
