@@ -82,9 +82,7 @@ def main():
         apply = lambda x, k, p=eqn.params: jax.lax.conv_general_dilated_p.bind(x, k, **p)  # noqa: E731
         ynnpack = median_seconds(jax.jit(apply), (x, k), args.repeats) * count
         eigen = (
-            median_seconds(
-                jax.jit(apply, compiler_options=process_tuning.CPU_COMPILER_OPTIONS), (x, k), args.repeats
-            )
+            median_seconds(jax.jit(apply, compiler_options=process_tuning.CPU_COMPILER_OPTIONS), (x, k), args.repeats)
             * count
         )
         name = f"{'x'.join(map(str, lhs_shape[1:]))} * {kh}x{kw}x{cin}->{rhs_shape[-1]}"

@@ -87,7 +87,6 @@ def stream_step(nets, mode: str, variables, encoding, state, first, frame):
     return out["prediction"][0], reference, scale
 
 
-
 def _as_image(image, name: str) -> np.ndarray:
     """uint8 (scaled by 1/255) or float images as float32 NumPy, or an InputError naming `name`."""
     image = np.asarray(image)

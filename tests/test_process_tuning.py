@@ -258,9 +258,7 @@ def test_an_unknown_compiler_option_is_left_out_with_one_warning(monkeypatch):
     from mraa_jax.training.steps import AXIS, data_parallel, make_mesh
 
     unknown = {"xla_cpu_mraa_jax_no_such_option": "1"}
-    monkeypatch.setattr(
-        process_tuning, "CPU_COMPILER_OPTIONS", {**unknown, **process_tuning.CPU_COMPILER_OPTIONS}
-    )
+    monkeypatch.setattr(process_tuning, "CPU_COMPILER_OPTIONS", {**unknown, **process_tuning.CPU_COMPILER_OPTIONS})
     with pytest.warns(RuntimeWarning, match="xla_cpu_mraa_jax_no_such_option") as caught:
         options = process_tuning.cpu_compiler_options(jax.devices())
         step = data_parallel(

@@ -104,11 +104,6 @@ class Generator(nn.Module):
 
     def decode(self, source_image: jax.Array, levels: list[jax.Array], motion: dict, train: bool = False) -> jax.Array:
         """Warp the source features by the motion and decode them into the prediction."""
-        return self.render(source_image, self.decode_features(levels, motion, train), motion)
-
-    def decode_features(self, levels: list[jax.Array], motion: dict, train: bool = False) -> jax.Array:
-        """`decode` up to the final convolution: the warped source features through the
-        bottleneck and the up blocks (with the skips' blends), float32 (B, H, W, block_expansion)."""
         n = self.num_down_blocks
         out = warp_and_blend(levels[n], motion).astype(self.dtype)
         out = self.bottleneck(out, train)
@@ -118,12 +113,7 @@ class Generator(nn.Module):
             out = block(out, train)
         if self.skips:
             out = warp_and_blend(levels[0], motion, previous=out)
-        return out.astype(jnp.float32)
-
-    def render(self, source_image: jax.Array, features: jax.Array, motion: dict) -> jax.Array:
-        """The rest of `decode`: the final convolution, its sigmoid and (with skips) the blend with
-        the warped source image."""
-        out = jax.nn.sigmoid(self.final(features))
+        out = jax.nn.sigmoid(self.final(out.astype(jnp.float32)))
         if self.skips:
             out = warp_and_blend(source_image, motion, previous=out)
         return out

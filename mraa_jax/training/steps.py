@@ -165,9 +165,7 @@ def data_parallel(
     """
     in_specs = (P(),) * num_replicated_args + (P(AXIS),) * num_batch_args
     mapped = jax.shard_map(step_fn, mesh=mesh, in_specs=in_specs, out_specs=(P(), P()))
-    return jax.jit(
-        mapped, donate_argnums=0, compiler_options=process_tuning.cpu_compiler_options(mesh.devices.flat)
-    )
+    return jax.jit(mapped, donate_argnums=0, compiler_options=process_tuning.cpu_compiler_options(mesh.devices.flat))
 
 
 def shard_batch(mesh: jax.sharding.Mesh, *arrays):
