@@ -5,8 +5,9 @@
 Traces the compiled animation chunk (mode standard, `--chunk` driving frames, the source encoded
 outside, as `model.animate` runs it), collects its convolutions (same shapes counted together),
 and times each alone, jitted, median of --repeats calls after a warm-up: compiled with XLA's
-default options (on CPU: YNNPACK, as animation runs) and with the training steps' options
-(`process_tuning.CPU_COMPILER_OPTIONS`: Eigen). Prints a table (milliseconds per chunk, all
+default options (on CPU: YNNPACK) and with the library's (`process_tuning.CPU_COMPILER_OPTIONS`:
+Eigen, as the library compiles animation). Thin 7x7 layers appear as `conv2d` runs them: by
+kernel columns, a 7x1 convolution to 7x their features. Prints a table (milliseconds per chunk, all
 occurrences; GFLOP/s) with this machine's matrix-product rate for comparison, and JSON.
 """
 

@@ -232,6 +232,12 @@ def export_model(
         raise InputError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     if batch < 1:
         raise InputError(f"--batch: expected a positive number of frames, got {batch}")
+    if fmt == "onnx" and model.config.model_params.compute_dtype != "float32":
+        # Its CPU-only forms (modules/conv.py) are chosen per platform inside the program, which ONNX cannot hold.
+        raise InputError(
+            f"ONNX export needs model_params.compute_dtype float32, got {model.config.model_params.compute_dtype!r}: "
+            "export model.with_compute_dtype('float32'), or use --format stablehlo"
+        )
     out = Path(out).absolute()
     if out.exists() and not overwrite:
         raise InputError(f"{out} exists; pass --overwrite to replace it")

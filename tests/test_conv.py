@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mraa_jax import geometry, process_tuning
-from mraa_jax.modules.conv import _xla_conv, conv2d, conv_by_kernel_columns, conv_method
+from mraa_jax.modules.conv import _xla_conv, conv2d, conv_by_kernel_columns, conv_by_taps, conv_method
 from mraa_jax.modules.upsample_conv import upsample_conv2d, upsample_conv3x3
 
 
@@ -23,6 +23,38 @@ def test_layer_choice():
     assert conv_method((7, 7, 8, 3)) == "xla"  # configs/shapes.py's: 8 channels
     assert conv_method((7, 7, 3, 64)) == "xla"  # the first layer: many outputs
     assert conv_method((3, 3, 64, 3)) == "xla"  # small kernel
+    bottleneck = (3, 3, 256, 256)
+    assert conv_method(bottleneck, (1, 64, 64, 256), jnp.bfloat16) == "taps"
+    assert conv_method(bottleneck, (1, 64, 64, 256), jnp.float32) == "xla"
+    assert conv_method(bottleneck, (1, 8, 8, 256), jnp.bfloat16) == "xla"  # 64 pixels: too few
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(jnp.float32, 2e-6), (jnp.bfloat16, 1e-2)])
+@pytest.mark.parametrize("x_shape, padding", [((2, 12, 10, 16), 1), ((1, 9, 11, 8), 0)])
+def test_taps_compute_the_convolution(x_shape, padding, dtype, tolerance):
+    rng = np.random.default_rng(x_shape[1])
+    x = jnp.asarray(rng.normal(size=x_shape), dtype)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, x_shape[-1], 5)) * 0.1, dtype)
+    ours, ref = conv_by_taps(x, kernel, padding), _xla_conv(x, kernel, padding)
+    assert ours.shape == ref.shape and ours.dtype == ref.dtype
+    # Float32 sums in another order, each rounded once to the dtype.
+    scale = float(jnp.abs(ref.astype(jnp.float32)).max())
+    np.testing.assert_allclose(ours.astype(jnp.float32), ref.astype(jnp.float32), rtol=0, atol=tolerance * scale)
+
+
+def test_bfloat16_layer_by_taps_and_its_gradients():
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=(1, 64, 64, 16)), jnp.bfloat16)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 16, 8)) * 0.1, jnp.bfloat16)
+    assert conv_method(kernel.shape, x.shape, x.dtype) == "taps"
+    out, vjp = jax.vjp(lambda x, k: conv2d(x, k, 1), x, kernel)
+    _, ref_vjp = jax.vjp(lambda x, k: _xla_conv(x, k, 1), x, kernel)
+    np.testing.assert_array_equal(out, conv_by_taps(x, kernel, 1))
+    compiled = jax.jit(lambda x, k: conv2d(x, k, 1)).lower(x, kernel).compile().as_text()
+    assert "convolution(" not in compiled and "dot(" in compiled  # on CPU: matrix products only
+    grad = jnp.asarray(rng.normal(size=out.shape), jnp.bfloat16)
+    for ours, xla in zip(vjp(grad), ref_vjp(grad)):  # XLA's rule
+        np.testing.assert_array_equal(ours, xla)
 
 
 @pytest.mark.parametrize(

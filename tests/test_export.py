@@ -174,3 +174,12 @@ def test_cli_refuses_existing_out(converted_dir, tmp_path, capsys):
     )
     assert "no model at" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+def test_onnx_refuses_bfloat16(fixture_model, tmp_path):
+    """bfloat16's CPU-only convolution forms are chosen per platform inside the program; ONNX cannot hold that."""
+    from mraa_jax.errors import InputError
+
+    with pytest.raises(InputError, match=r"ONNX export needs model_params\.compute_dtype float32, got 'bfloat16'"):
+        export.export_model(fixture_model.with_compute_dtype("bfloat16"), tmp_path / "out", "onnx")
+    assert not (tmp_path / "out").exists()

@@ -6,7 +6,10 @@ and on AMD its forward 3x3 convolutions are slower than Eigen's too. Every progr
 library is therefore compiled with `process_tuning.CPU_COMPILER_OPTIONS` on CPU (YNNPACK keeps
 matrix products and reductions, Eigen takes the convolutions). Eigen is slow on thin layers,
 large kernels to few outputs (the generator's 7x7 layer to 3 channels); `conv2d` runs those
-by kernel columns (`conv_by_kernel_columns`). Timings: docs/performance.md.
+by kernel columns (`conv_by_kernel_columns`). In bfloat16 (the opt-in compute dtype), 3x3
+layers on CPU run as one matrix product per kernel tap (`conv_by_taps`): XLA:CPU runs bfloat16
+matrix products at AMX's rate but bfloat16 convolutions no faster than float32 ones. Timings:
+docs/performance.md.
 
 `conv2d`'s VJP:
 - the kernel gradient of thin layers by "output patches": per kernel row, one matrix product
@@ -33,6 +36,8 @@ _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 # layer of vox256 (docs/performance.md).
 MAX_THIN_FEATURES = 16
 MIN_THIN_CHANNELS = 32
+# bfloat16 3x3 layers by taps from this many pixels (N*H*W) up (smaller products do not pay).
+MIN_TAPS_PIXELS = 256
 
 
 def _xla_conv(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
@@ -41,19 +46,31 @@ def _xla_conv(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
 
 def conv2d(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
     """Convolution with stride 1 and `padding` zeros on each side; x (N, H, W, C), kernel (kh, kw, C, F)."""
-    return _conv(x, kernel, padding, conv_method(kernel.shape))
+    return _conv(x, kernel, padding, conv_method(kernel.shape, x.shape, x.dtype))
 
 
-def conv_method(kernel_shape) -> str:
-    """How `conv2d` runs a layer: "thin" for kernels larger than 3x3 with few outputs from many
-    inputs (the generator's 7x7 layer to 3 channels): forward by kernel columns, kernel gradient
-    by output patches on CPU; "xla" (XLA's convolution and its gradients) elsewhere."""
+def conv_method(kernel_shape, x_shape=None, dtype=jnp.float32) -> str:
+    """How `conv2d` runs a layer:
+    - "thin" for kernels larger than 3x3 with few outputs from many inputs (the generator's 7x7
+      layer to 3 channels): forward by kernel columns, kernel gradient by output patches on CPU;
+    - "taps" for bfloat16 3x3 layers on at least MIN_TAPS_PIXELS pixels: forward on CPU by one
+      matrix product per kernel tap (`conv_by_taps`), XLA's gradients;
+    - "xla" (XLA's convolution and its gradients) elsewhere."""
     kh, kw, channels, features = kernel_shape
-    return "thin" if kh * kw > 9 and features <= MAX_THIN_FEATURES and channels >= MIN_THIN_CHANNELS else "xla"
+    if kh * kw > 9 and features <= MAX_THIN_FEATURES and channels >= MIN_THIN_CHANNELS:
+        return "thin"
+    if (kh, kw) == (3, 3) and jnp.dtype(dtype) == jnp.bfloat16 and x_shape is not None:
+        if x_shape[0] * x_shape[1] * x_shape[2] >= MIN_TAPS_PIXELS:
+            return "taps"
+    return "xla"
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv(x, kernel, padding, method):
+    if method == "taps":
+        return jax.lax.platform_dependent(
+            x, kernel, cpu=lambda x, k: conv_by_taps(x, k, padding), default=lambda x, k: _xla_conv(x, k, padding)
+        )
     return conv_by_kernel_columns(x, kernel, padding) if method == "thin" else _xla_conv(x, kernel, padding)
 
 
@@ -73,6 +90,31 @@ def conv_by_kernel_columns(x: jax.Array, kernel: jax.Array, padding: int) -> jax
     width = by_column.shape[2] - kw + 1
     by_column = by_column.reshape(by_column.shape[:3] + (kw, features))
     return sum(by_column[:, :, j : j + width, j] for j in range(kw))
+
+
+def conv_by_taps(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
+    """`_xla_conv(x, kernel, padding)` as kh*kw matrix products, one per kernel tap, accumulated
+    in float32. Row-major, the padded image's pixels for tap (i, j) are one contiguous slice of
+    its flattened rows, offset by i*width + j; the outputs computed past each row's end are cut at
+    the end. In bfloat16 on CPUs with native bfloat16 products (AMX) this runs the bottleneck's
+    layer 1.5-1.8x faster than XLA's convolution in float32 or bfloat16 (docs/performance.md)."""
+    kh, kw, channels, features = kernel.shape
+    n, h, w, _ = x.shape
+    padded = jnp.pad(x, ((0, 0), (padding, padding + 1), (padding, padding), (0, 0)))  # + 1 row: the last slice fits
+    width = w + 2 * padding
+    h_out, w_out = h + 2 * padding - kh + 1, w + 2 * padding - kw + 1
+    flat, length = padded.reshape(n, -1, channels), h_out * width
+    out = sum(
+        jnp.einsum(
+            "nlc,cf->nlf",
+            flat[:, i * width + j : i * width + j + length],
+            kernel[i, j],
+            preferred_element_type=jnp.float32,
+        )
+        for i in range(kh)
+        for j in range(kw)
+    )
+    return out.reshape(n, h_out, width, features)[:, :, :w_out].astype(x.dtype)
 
 
 def _backward(padding, method, residuals, out_grad):
