@@ -5,11 +5,11 @@ background transform, generation, AVD and animation, all jitted and in eval mode
 (BatchNorm on running statistics), float32, NHWC images in [0, 1].
 
 `model_params.compute_dtype: bfloat16` (or `MRAA.with_compute_dtype("bfloat16")`)
-runs the convolutions of the region predictor, background predictor and generator
-in bfloat16, for speed on GPUs and on CPUs with AMX. Parameters, inputs and outputs stay float32, and so
-do the numerically sensitive parts: the output convs and their softmax/sigmoid, the
-region parameters and their SVD, BatchNorm statistics, warping and the AVD network
-(a small MLP whose inputs and outputs are region parameters).
+runs the convolutions of the region predictor, background predictor and generator in
+bfloat16, for speed on GPUs and on CPUs with AMX. Parameters, inputs and outputs
+stay float32, and so do the numerically sensitive parts: the output convs and their
+softmax/sigmoid, the region parameters and their SVD, BatchNorm statistics, warping
+and the AVD network (a small MLP whose inputs and outputs are region parameters).
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ class MRAA:
         self.untrained = tuple(untrained)
         self.source = str(source)
         nets = self.networks
-        from mraa_jax.streaming import stream_step
+        from mraa_jax.streaming import stream_step  # here: mraa_jax.streaming imports this module
 
         # On CPU, convolutions compiled by Eigen (process_tuning.CPU_COMPILER_OPTIONS), as in training.
         self.compiler_options = process_tuning.cpu_compiler_options(jax.devices())

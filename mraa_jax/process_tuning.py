@@ -15,7 +15,8 @@ calls `mraa_jax.process_tuning.tune_process()` once, before the first JAX comput
   thousand faults instead of hundreds of thousands. MRAA_JAX_HUGE_PAGES=0 opts out.
 Every program of the library (training steps, animation, streaming) compiles with
 `cpu_compiler_options(devices)`, the convolution option for CPUs. Each XLA option is used only
-where the installed jaxlib accepts it; otherwise it is left out with one warning. Figures: docs/performance.md.
+where the installed jaxlib accepts it; otherwise it is left out with one warning. Figures:
+docs/performance.md.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ OPT_OUT = "MRAA_JAX_HUGE_PAGES"
 SCHEDULER_FLAG = "xla_cpu_enable_concurrency_optimized_scheduler"
 # The library's option on CPU: XLA:CPU's YNNPACK fusions without its convolutions (its default
 # list also has LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION), so that Eigen runs them: YNNPACK's
-# kernel gradients are several times slower, and its forward 3x3 convolutions slower too on
-# AMD (modules/conv.py runs the thin 7x7 layers, where Eigen is slow, in a form it runs fast).
+# kernel gradients are several times slower, and its forward 3x3 convolutions slower too
+# (modules/conv.py runs the thin 7x7 layers, where Eigen is slow, in a form it runs fast).
 CPU_COMPILER_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
 }

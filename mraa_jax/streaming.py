@@ -6,10 +6,10 @@
 
 The pushed frames come out as `model.animate(source_image, frames, mode)` would animate the clip
 they make (tests/test_streaming.py: within 1e-5). Each push is one call of one compiled program
-(`model.jitted.stream_step`, compiled once per model, mode and frame size, and shared by the model's streams):
-the frame goes to the device, the animated frame comes back (with the first one in relative mode
-also the movement scale, 4 bytes, to check it), nothing else crosses. The source's encoding and
-region params, the reference and the movement scale stay on the device.
+(`model.jitted.stream_step`, compiled once per model, mode and frame size, and shared by the model's
+streams): the frame goes to the device, the animated frame comes back (with the first one in
+relative mode also the movement scale, 4 bytes, to check it), nothing else crosses. The source's
+encoding and region params, the reference and the movement scale stay on the device.
 
 The reference (relative mode) is the first pushed frame. The per-frame program computes each
 frame's region params anyway; on the first push a flag held on the device makes it take them as

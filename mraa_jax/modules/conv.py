@@ -2,7 +2,7 @@
 
 XLA:CPU runs convolutions either through YNNPACK (its default) or through Eigen. YNNPACK's
 kernel gradients are slow (it computes them as a convolution with the image as the kernel),
-and on AMD its forward 3x3 convolutions are slower than Eigen's too. Every program of the
+and its forward 3x3 convolutions are slower than Eigen's too (on AMD and Intel). Every program of the
 library is therefore compiled with `process_tuning.CPU_COMPILER_OPTIONS` on CPU (YNNPACK keeps
 matrix products and reductions, Eigen takes the convolutions). Eigen is slow on thin layers,
 large kernels to few outputs (the generator's 7x7 layer to 3 channels); `conv2d` runs those
