@@ -3,6 +3,7 @@
     python benchmarks/animate_variants.py --variant float32 [--frames 16 --chunk 16]
     python benchmarks/animate_variants.py --variant bfloat16     # compute_dtype="bfloat16"
     python benchmarks/animate_variants.py --variant ynnpack      # the animation chunk compiled with XLA's defaults (YNNPACK)
+    python benchmarks/animate_variants.py --variant direct       # float32 without Winograd (every 3x3 layer direct)
 
 Unlike the other benchmarks this one does NOT call mraa_jax.process_tuning.tune_process: no
 scheduler flag, no huge pages, as in a user's script. vox256 at 256x256, random weights,
@@ -25,11 +26,12 @@ from _measure import cpu_description
 
 from mraa_jax.config import load_config
 from mraa_jax.model import MRAA, animation_chunk
+from mraa_jax.modules import conv
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variant", choices=("float32", "bfloat16", "ynnpack"), default="float32")
+    parser.add_argument("--variant", choices=("float32", "bfloat16", "ynnpack", "direct"), default="float32")
     parser.add_argument("--config", default="configs/vox256.py")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--chunk", type=int, default=16)
@@ -38,6 +40,8 @@ def main():
     config.dataset_params.frame_shape = [256, 256, 3]
     if args.variant == "bfloat16":
         config.model_params.compute_dtype = "bfloat16"
+    if args.variant == "direct":
+        conv.MIN_WINOGRAD_CHANNELS = float("inf")  # read when the programs are traced
     model = MRAA.random(config)
     if args.variant == "ynnpack":
         model.jitted.animation_chunk = jax.jit(

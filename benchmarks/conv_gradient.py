@@ -65,7 +65,7 @@ def main():
     report = {
         "layer": vars(args),
         "gflop": round(flop / 1e9, 2),
-        "conv2d_method": conv_method(kernel.shape),
+        "conv2d_method": conv_method(kernel.shape, x.shape),
         "device": str(jax.devices()[0]),
         "jax": jax.__version__,
     }

@@ -1,9 +1,10 @@
 """The figures docs/performance.md keeps for each kind of CPU, in one run: `model.animate` from
-plain Python in float32, with XLA's default convolutions (YNNPACK) and in bfloat16, alternately.
+plain Python in float32, without Winograd (every 3x3 layer direct), with XLA's default
+convolutions (YNNPACK) and in bfloat16, alternately.
 
     python benchmarks/cpu_kind.py [--rounds 2]
 
-Runs `benchmarks/animate_variants.py --variant V` for V in float32, ynnpack, bfloat16, each in a
+Runs `benchmarks/animate_variants.py --variant V` for V in float32, direct, ynnpack, bfloat16, each in a
 fresh process, --rounds times in turn (so that a slow hour shows in every variant alike), then
 prints one Markdown row per variant (the range of the medians over the rounds, seconds per frame)
 under the CPU's model and vector extensions, and the JSON of every run. For the floor and the
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from _measure import cpu_description
 
-VARIANTS = ("float32", "ynnpack", "bfloat16")
+VARIANTS = ("float32", "direct", "ynnpack", "bfloat16")
 SCRIPT = Path(__file__).with_name("animate_variants.py")
 
 

@@ -56,6 +56,7 @@ import numpy as np
 from mraa_jax import animation
 from mraa_jax.errors import InputError
 from mraa_jax.model import MRAA, config_frame_shape
+from mraa_jax.modules.conv import portable_convolutions
 from mraa_jax.modules.generator import Generator
 from mraa_jax.region_params import RegionParams
 
@@ -202,7 +203,7 @@ def export_onnx(fn: Callable, names, specs, output_names, opset: int = ONNX_OPSE
         from jax2onnx import to_onnx
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError("ONNX export needs jax2onnx, onnx and onnxruntime: pip install 'mraa-jax[export]'") from error
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), portable_convolutions():
         warnings.simplefilter("ignore")
         return to_onnx(
             fn,
@@ -233,7 +234,7 @@ def export_model(
     if batch < 1:
         raise InputError(f"--batch: expected a positive number of frames, got {batch}")
     if fmt == "onnx" and model.config.model_params.compute_dtype != "float32":
-        # Its CPU-only forms (modules/conv.py) are chosen per platform inside the program, which ONNX cannot hold.
+        # onnxruntime's CPU kernels have no bfloat16 convolution (Conv: NOT_IMPLEMENTED).
         raise InputError(
             f"ONNX export needs model_params.compute_dtype float32, got {model.config.model_params.compute_dtype!r}: "
             "export model.with_compute_dtype('float32'), or use --format stablehlo"

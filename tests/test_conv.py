@@ -1,6 +1,7 @@
 """conv2d: XLA's convolution with its own VJP (thin 7x7 layers by kernel columns, and their
-kernel gradient hand-written on CPU); how the library's programs compile convolutions on CPU;
-upsample_conv2d: nearest x2 upsampling then a convolution, mostly without the upsampled copy."""
+kernel gradient hand-written on CPU; wide float32 3x3 layers by Winograd for inference); how the
+library's programs compile convolutions on CPU; upsample_conv2d: nearest x2 upsampling then a
+convolution, mostly without the upsampled copy."""
 
 from __future__ import annotations
 
@@ -10,23 +11,43 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import nhwc
 
 from mraa_jax import geometry, process_tuning
-from mraa_jax.modules.conv import _xla_conv, conv2d, conv_by_kernel_columns, conv_by_taps, conv_method
+from mraa_jax.modules import conv
+from mraa_jax.modules.conv import (
+    _xla_conv,
+    conv2d,
+    conv_by_kernel_columns,
+    conv_by_taps,
+    conv_method,
+    portable_convolutions,
+)
 from mraa_jax.modules.upsample_conv import upsample_conv2d, upsample_conv3x3
+from mraa_jax.modules.winograd import conv_by_winograd
 
 
 def test_layer_choice():
-    assert conv_method((7, 7, 64, 3)) == "thin"  # vox256's output layer
-    assert conv_method((7, 7, 35, 10)) == "thin"  # vox256's region predictor
-    assert conv_method((7, 7, 108, 11)) == "thin"  # vox256's flow predictor's mask
-    assert conv_method((7, 7, 8, 3)) == "xla"  # configs/shapes.py's: 8 channels
-    assert conv_method((7, 7, 3, 64)) == "xla"  # the first layer: many outputs
-    assert conv_method((3, 3, 64, 3)) == "xla"  # small kernel
+    frame = (1, 64, 64, 64)
+    assert conv_method((7, 7, 64, 3), frame) == "thin"  # vox256's output layer
+    assert conv_method((7, 7, 35, 10), frame) == "thin"  # vox256's region predictor
+    assert conv_method((7, 7, 108, 11), frame) == "thin"  # vox256's flow predictor's mask
+    assert conv_method((7, 7, 8, 3), frame) == "xla"  # configs/shapes.py's: 8 channels
+    assert conv_method((7, 7, 3, 64), frame) == "xla"  # the first layer: many outputs
+    assert conv_method((3, 3, 64, 3), frame) == "xla"  # small kernel
     bottleneck = (3, 3, 256, 256)
     assert conv_method(bottleneck, (1, 64, 64, 256), jnp.bfloat16) == "taps"
-    assert conv_method(bottleneck, (1, 64, 64, 256), jnp.float32) == "xla"
     assert conv_method(bottleneck, (1, 8, 8, 256), jnp.bfloat16) == "xla"  # 64 pixels: too few
+    assert conv_method(bottleneck, (8, 64, 64, 256), jnp.float32) == "winograd"  # a chunk of 8 frames
+    assert conv_method(bottleneck, (4, 64, 64, 256), jnp.float32) == "winograd"
+    assert conv_method(bottleneck, (1, 64, 64, 256), jnp.float32) == "xla"  # one frame: too few tiles
+    assert conv_method((3, 3, 128, 128), (8, 64, 64, 128), jnp.float32) == "xla"  # too narrow
+    assert conv_method((3, 3, 256, 512), (8, 16, 16, 256), jnp.float32) == "xla"  # too few pixels
+    with portable_convolutions():
+        assert conv_method(bottleneck, (8, 64, 64, 256), jnp.float32) == "xla"
+        assert conv_method(bottleneck, (1, 64, 64, 256), jnp.bfloat16) == "xla"
+        assert conv_method((7, 7, 64, 3), frame) == "thin"  # plain XLA ops
+    assert conv_method(bottleneck, (8, 64, 64, 256), jnp.float32) == "winograd"
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(jnp.float32, 2e-6), (jnp.bfloat16, 1e-2)])
@@ -71,6 +92,54 @@ def test_kernel_columns_compute_the_convolution(x_shape, kernel_shape, padding):
     np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-6 * float(jnp.abs(ref).max()))
 
 
+@pytest.mark.parametrize(
+    "x_shape, padding", [((2, 16, 16, 8), 1), ((1, 13, 10, 5), 1), ((2, 9, 11, 6), 0), ((1, 7, 6, 3), 2)]
+)
+def test_winograd_computes_the_convolution(x_shape, padding):
+    """Whole tiles and cut ones (sizes that are not multiples of 4), every padding."""
+    rng = np.random.default_rng(sum(x_shape))
+    x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, x_shape[-1], 7)) * 0.1, jnp.float32)
+    ours, ref = conv_by_winograd(x, kernel, padding), _xla_conv(x, kernel, padding)
+    assert ours.shape == ref.shape and ours.dtype == ref.dtype
+    # The transforms' coefficients (up to 8 and 1/24) round more than the direct sum: measured 1-3e-6 of the scale.
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5 * float(jnp.abs(ref).max()))
+
+
+def test_winograd_layer_for_inference_xlas_when_differentiated(monkeypatch):
+    """Not differentiated, a wide layer on CPU is computed by Winograd with no convolution left;
+    differentiated, its forward pass and gradients are XLA's (training is unchanged)."""
+    monkeypatch.setattr(conv, "MIN_WINOGRAD_CHANNELS", 8)  # the rule at a test's size
+    monkeypatch.setattr(conv, "MIN_WINOGRAD_PIXELS", 256)
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(1, 16, 16, 8)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 8, 8)) * 0.1, jnp.float32)
+    assert conv_method(kernel.shape, x.shape) == "winograd"
+    inference = jax.jit(lambda x, k: conv2d(x, k, 1))
+    np.testing.assert_array_equal(inference(x, kernel), jax.jit(conv_by_winograd, static_argnums=2)(x, kernel, 1))
+    assert "convolution(" not in inference.lower(x, kernel).compile().as_text()
+    for ours, xla in zip(_gradients(conv2d, x, kernel, 1), _gradients(_xla_conv, x, kernel, 1)):
+        np.testing.assert_array_equal(ours, xla)
+
+
+def test_fixture_outputs_with_every_3x3_layer_by_winograd(monkeypatch, converted_dir, fixture_inputs, fixture_outputs):
+    """The original's outputs (tests/test_parity.py's bound) still hold with Winograd's rounding in
+    every 3x3 layer of the fixture model (whose layers are too narrow for it by the rule)."""
+    import mraa_jax
+
+    monkeypatch.setattr(conv, "MIN_WINOGRAD_CHANNELS", 1)
+    monkeypatch.setattr(conv, "MIN_WINOGRAD_PIXELS", 1)
+    traced = []
+    monkeypatch.setattr(conv, "conv_by_winograd", lambda *args: traced.append(args[1].shape) or conv_by_winograd(*args))
+    model = mraa_jax.load(converted_dir)  # its programs traced afresh, under the patched rule
+    source, driving = nhwc(fixture_inputs["source"]), nhwc(fixture_inputs["driving"])
+    out = model.generate(source, model.regions(source), model.regions(driving), model.background(source, driving))
+    for key in ("prediction", "deformed", "occlusion_map"):
+        difference = float(np.max(np.abs(np.asarray(out[key]) - nhwc(fixture_outputs[f"gen.{key}"]))))
+        assert difference <= 1e-4, f"gen.{key}: max abs difference {difference:.3g}"
+    assert len(traced) >= 10  # the generator's and the flow predictor's 3x3 layers
+
+
 def _gradients(conv_fn, x, kernel, padding):
     out, vjp = jax.vjp(lambda x, k: conv_fn(x, k, padding), x, kernel)
     grad = jnp.asarray(np.random.default_rng(1).normal(size=out.shape), jnp.float32)
@@ -82,7 +151,7 @@ def test_xla_method_is_xlas_own_gradient(padding):
     rng = np.random.default_rng(padding)
     x = jnp.asarray(rng.normal(size=(2, 16, 16, 8)), jnp.float32)
     kernel = jnp.asarray(rng.normal(size=(3, 3, 8, 16)), jnp.float32)
-    assert conv_method(kernel.shape) == "xla"
+    assert conv_method(kernel.shape, x.shape) == "xla"
     for ours, xla in zip(_gradients(conv2d, x, kernel, padding), _gradients(_xla_conv, x, kernel, padding)):
         np.testing.assert_array_equal(ours, xla)
 
@@ -92,7 +161,7 @@ def test_thin_layer_and_its_gradients_match_xla(padding):
     rng = np.random.default_rng(padding)
     x = jnp.asarray(rng.normal(size=(2, 40, 40, 64)), jnp.float32)
     kernel = jnp.asarray(rng.normal(size=(7, 7, 64, 3)) * 0.05, jnp.float32)
-    assert conv_method(kernel.shape) == "thin"
+    assert conv_method(kernel.shape, x.shape) == "thin"
     (out, x_grad, kernel_grad), (ref_out, ref_x_grad, ref_kernel_grad) = (
         _gradients(conv2d, x, kernel, padding),
         _gradients(_xla_conv, x, kernel, padding),

@@ -8,8 +8,11 @@ matrix products and reductions, Eigen takes the convolutions). Eigen is slow on 
 large kernels to few outputs (the generator's 7x7 layer to 3 channels); `conv2d` runs those
 by kernel columns (`conv_by_kernel_columns`). In bfloat16 (the opt-in compute dtype), 3x3
 layers on CPU run as one matrix product per kernel tap (`conv_by_taps`): XLA:CPU runs bfloat16
-matrix products at AMX's rate but bfloat16 convolutions no faster than float32 ones. Timings:
-docs/performance.md.
+matrix products at AMX's rate but bfloat16 convolutions no faster than float32 ones. In float32,
+wide 3x3 layers on many pixels (the generator's bottleneck, animated in chunks) run by Winograd
+F(4x4, 3x3) on CPU when not differentiated (modules/winograd.py): 4x fewer multiplications,
+while training keeps the direct convolution. Within `portable_convolutions()` (ONNX export) the
+CPU-only forms are left out. Timings: docs/performance.md.
 
 `conv2d`'s VJP:
 - the kernel gradient of thin layers by "output patches": per kernel row, one matrix product
@@ -23,12 +26,15 @@ docs/performance.md.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 
 import jax
 import jax.numpy as jnp
 
 from mraa_jax.modules.cotangents import cotangent_for
+from mraa_jax.modules.winograd import conv_by_winograd
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 # Thin kernels: larger than 3x3 with at most 16 output and at least 32 input channels. Kernel
@@ -38,6 +44,11 @@ MAX_THIN_FEATURES = 16
 MIN_THIN_CHANNELS = 32
 # bfloat16 3x3 layers by taps from this many pixels (N*H*W) up (smaller products do not pay).
 MIN_TAPS_PIXELS = 256
+# Float32 3x3 layers by Winograd from this many input and output channels, and pixels (N*H*W:
+# 4 frames of 64x64): narrower layers and fewer tiles were as fast or faster direct.
+MIN_WINOGRAD_CHANNELS = 256
+MIN_WINOGRAD_PIXELS = 4 * 64 * 64
+_PORTABLE = contextvars.ContextVar("portable_convolutions", default=False)
 
 
 def _xla_conv(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
@@ -49,33 +60,57 @@ def conv2d(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
     return _conv(x, kernel, padding, conv_method(kernel.shape, x.shape, x.dtype))
 
 
-def conv_method(kernel_shape, x_shape=None, dtype=jnp.float32) -> str:
-    """How `conv2d` runs a layer:
+@contextlib.contextmanager
+def portable_convolutions():
+    """Within it, `conv2d` traces no CPU-only forms ("taps", "winograd"): for programs that leave
+    JAX, such as ONNX graphs, which cannot hold `lax.platform_dependent`."""
+    token = _PORTABLE.set(True)
+    try:
+        yield
+    finally:
+        _PORTABLE.reset(token)
+
+
+def conv_method(kernel_shape, x_shape, dtype=jnp.float32) -> str:
+    """How `conv2d` runs a layer of kernel (kh, kw, C, F) on x (N, H, W, C):
     - "thin" for kernels larger than 3x3 with few outputs from many inputs (the generator's 7x7
       layer to 3 channels): forward by kernel columns, kernel gradient by output patches on CPU;
     - "taps" for bfloat16 3x3 layers on at least MIN_TAPS_PIXELS pixels: forward on CPU by one
       matrix product per kernel tap (`conv_by_taps`), XLA's gradients;
+    - "winograd" for float32 3x3 layers of at least MIN_WINOGRAD_CHANNELS inputs and outputs on at
+      least MIN_WINOGRAD_PIXELS pixels: on CPU and not differentiated, by Winograd F(4x4, 3x3);
+      differentiated (training) and elsewhere, XLA's convolution and gradients;
     - "xla" (XLA's convolution and its gradients) elsewhere."""
     kh, kw, channels, features = kernel_shape
+    pixels = x_shape[0] * x_shape[1] * x_shape[2]
     if kh * kw > 9 and features <= MAX_THIN_FEATURES and channels >= MIN_THIN_CHANNELS:
         return "thin"
-    if (kh, kw) == (3, 3) and jnp.dtype(dtype) == jnp.bfloat16 and x_shape is not None:
-        if x_shape[0] * x_shape[1] * x_shape[2] >= MIN_TAPS_PIXELS:
-            return "taps"
+    if (kh, kw) != (3, 3) or _PORTABLE.get():
+        return "xla"
+    if jnp.dtype(dtype) == jnp.bfloat16 and pixels >= MIN_TAPS_PIXELS:
+        return "taps"
+    wide = min(channels, features) >= MIN_WINOGRAD_CHANNELS
+    if jnp.dtype(dtype) == jnp.float32 and wide and pixels >= MIN_WINOGRAD_PIXELS:
+        return "winograd"
     return "xla"
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv(x, kernel, padding, method):
-    if method == "taps":
+    cpu_forms = {"taps": conv_by_taps, "winograd": conv_by_winograd}
+    if method in cpu_forms:
         return jax.lax.platform_dependent(
-            x, kernel, cpu=lambda x, k: conv_by_taps(x, k, padding), default=lambda x, k: _xla_conv(x, k, padding)
+            x,
+            kernel,
+            cpu=lambda x, k: cpu_forms[method](x, k, padding),
+            default=lambda x, k: _xla_conv(x, k, padding),
         )
     return conv_by_kernel_columns(x, kernel, padding) if method == "thin" else _xla_conv(x, kernel, padding)
 
 
 def _forward(x, kernel, padding, method):
-    return _conv(x, kernel, padding, method), (x, kernel)
+    """The forward pass when differentiated: Winograd's rounding is for inference only."""
+    return _conv(x, kernel, padding, "xla" if method == "winograd" else method), (x, kernel)
 
 
 def conv_by_kernel_columns(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
