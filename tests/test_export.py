@@ -177,9 +177,26 @@ def test_cli_refuses_existing_out(converted_dir, tmp_path, capsys):
 
 
 def test_onnx_refuses_bfloat16(fixture_model, tmp_path):
-    """bfloat16's CPU-only convolution forms are chosen per platform inside the program; ONNX cannot hold that."""
+    """onnxruntime's CPU kernels have no bfloat16 convolution: the export says so up front."""
     from mraa_jax.errors import InputError
 
     with pytest.raises(InputError, match=r"ONNX export needs model_params\.compute_dtype float32, got 'bfloat16'"):
         export.export_model(fixture_model.with_compute_dtype("bfloat16"), tmp_path / "out", "onnx")
     assert not (tmp_path / "out").exists()
+
+
+def test_onnx_graph_of_a_layer_the_library_runs_by_winograd():
+    """ONNX cannot hold the CPU-only forms chosen per platform (`lax.platform_dependent`), so an
+    ONNX graph is traced with XLA's convolution for them: a Winograd-sized layer converts and runs."""
+    ort = pytest.importorskip("onnxruntime", reason="ONNX export needs the `export` extra")
+    pytest.importorskip("jax2onnx", reason="ONNX export needs the `export` extra")
+    from mraa_jax.modules.conv import _xla_conv, conv2d, conv_method
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 64, 64, 256)).astype(np.float32)
+    kernel = (rng.normal(size=(3, 3, 256, 256)) * 0.05).astype(np.float32)
+    assert conv_method(kernel.shape, x.shape) == "winograd"
+    spec = jax.ShapeDtypeStruct(x.shape, np.float32)
+    proto = export.export_onnx(lambda x: conv2d(x, kernel, 1), ["x"], [spec], ["y"])
+    (ours,) = ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})
+    np.testing.assert_allclose(ours, _xla_conv(x, kernel, 1), rtol=0, atol=1e-4)
