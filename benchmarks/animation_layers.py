@@ -7,8 +7,11 @@ outside, as `model.animate` runs it), collects its convolutions (same shapes cou
 and times each alone, jitted, median of --repeats calls after a warm-up: compiled with XLA's
 default options (on CPU: YNNPACK) and with the library's (`process_tuning.CPU_COMPILER_OPTIONS`:
 Eigen, as the library compiles animation). Thin 7x7 layers appear as `conv2d` runs them: by
-kernel columns, a 7x1 convolution to 7x their features. Prints a table (milliseconds per chunk, all
-occurrences; GFLOP/s) with this machine's matrix-product rate for comparison, and JSON.
+kernel columns, a 7x1 convolution to 7x their features. Layers that `conv2d` runs by Winograd on
+CPU (`conv_method` "winograd": the bottleneck in chunks of 4 frames or more) are also timed that
+way (winograd_ms); library_ms is each layer as the library runs it. Prints a table (milliseconds
+per chunk, all occurrences; GFLOP/s of the direct form's multiply-adds) with this machine's
+matrix-product rate for comparison, and JSON.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ def main():
 
     from mraa_jax.config import load_config
     from mraa_jax.model import MRAA, animation_chunk
+    from mraa_jax.modules.conv import conv_method
+    from mraa_jax.modules.winograd import conv_by_winograd
 
     config = load_config(args.config)
     config.dataset_params.frame_shape = [args.size, args.size, 3]
@@ -73,7 +78,9 @@ def main():
     matmul = jax.jit(lambda a: a @ a)
     a = jnp.ones((2048, 2048), jnp.float32)
     rate = 2 * 2048**3 / median_seconds(matmul, (a,), 10) / 1e9
-    rows, total = collections.OrderedDict(), {"ynnpack_ms": 0.0, "eigen_ms": 0.0, "gflop": 0.0}
+    rows = collections.OrderedDict()
+    total = {"ynnpack_ms": 0.0, "eigen_ms": 0.0, "library_ms": 0.0, "gflop": 0.0}
+    options = process_tuning.CPU_COMPILER_OPTIONS
     for (lhs_shape, rhs_shape, _, dtype), (eqn, count) in layers.items():
         out_shape = eqn.outvars[0].aval.shape
         kh, kw, cin, _ = rhs_shape if eqn.params["dimension_numbers"].rhs_spec == (3, 2, 0, 1) else (None,) * 4
@@ -82,21 +89,28 @@ def main():
         k = jnp.asarray(rng.random(rhs_shape, np.float32), dtype)
         apply = lambda x, k, p=eqn.params: jax.lax.conv_general_dilated_p.bind(x, k, **p)  # noqa: E731
         ynnpack = median_seconds(jax.jit(apply), (x, k), args.repeats) * count
-        eigen = (
-            median_seconds(jax.jit(apply, compiler_options=process_tuning.CPU_COMPILER_OPTIONS), (x, k), args.repeats)
-            * count
-        )
+        eigen = median_seconds(jax.jit(apply, compiler_options=options), (x, k), args.repeats) * count
+        winograd = None
+        if kh and conv_method(rhs_shape, lhs_shape, dtype) == "winograd":
+            padding = eqn.params["padding"][0][0]
+            by_winograd = jax.jit(lambda x, k, p=padding: conv_by_winograd(x, k, p), compiler_options=options)
+            winograd = median_seconds(by_winograd, (x, k), args.repeats) * count
+        library = eigen if winograd is None else winograd
         name = f"{'x'.join(map(str, lhs_shape[1:]))} * {kh}x{kw}x{cin}->{rhs_shape[-1]}"
         rows[name] = {
             "count": count,
             "gflop": round(gflop * count, 2),
             "ynnpack_ms": round(ynnpack * 1e3, 1),
             "eigen_ms": round(eigen * 1e3, 1),
+            "winograd_ms": None if winograd is None else round(winograd * 1e3, 1),
+            "library_ms": round(library * 1e3, 1),
             "ynnpack_gflop_s": round(gflop * count / ynnpack, 1),
             "eigen_gflop_s": round(gflop * count / eigen, 1),
+            "library_gflop_s": round(gflop * count / library, 1),
         }
         total["ynnpack_ms"] += ynnpack * 1e3
         total["eigen_ms"] += eigen * 1e3
+        total["library_ms"] += library * 1e3
         total["gflop"] += gflop * count
     rows["all convolutions"] = {k: round(v, 1) for k, v in total.items()}
     report = {
@@ -109,7 +123,8 @@ def main():
         "jax": jax.__version__,
     }
     print(f"CPU: {report['cpu']}; matrix products {rate:.0f} GFLOP/s; ms per chunk of {args.chunk} frames")
-    print(table(rows, ["count", "gflop", "ynnpack_ms", "eigen_ms", "ynnpack_gflop_s", "eigen_gflop_s"]))
+    columns = ["count", "gflop", "ynnpack_ms", "eigen_ms", "winograd_ms", "library_ms"]
+    print(table(rows, columns + ["ynnpack_gflop_s", "eigen_gflop_s", "library_gflop_s"]))
     print(json.dumps(report, indent=2))
 
 
