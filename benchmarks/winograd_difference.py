@@ -7,7 +7,10 @@ real source image and driving video of ../shared/data, mode "standard". The same
 the clip twice: as the library runs it (the bottleneck's 3x3 layers by Winograd in chunks of at
 least 4 frames) and with every 3x3 layer direct (the programs traced again under a rule that
 never picks Winograd). Prints the max and mean absolute difference (images in [0, 1]) and how
-many layers each run traced by Winograd, as JSON. tests/test_conv.py holds the fixture model's
+many layers each run traced by Winograd, as JSON. With random weights the output hardly depends
+on the layers, so it also prints one bottleneck layer's error (64x64x256 -> 256, 2 frames, input
+after a ReLU) against float64, for Winograd and for XLA's direct convolution, relative to the
+output's RMS. tests/test_conv.py holds the fixture model's
 outputs within the parity bound with Winograd forced on every 3x3 layer.
 """
 
@@ -25,8 +28,26 @@ from mraa_jax.config import load_config
 from mraa_jax.evaluation.runs import demo_inputs
 from mraa_jax.model import MRAA
 from mraa_jax.modules import conv
+from mraa_jax.modules.winograd import conv_by_winograd
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def layer_errors(shape=(2, 64, 64, 256), features=256) -> dict:
+    """Max and mean absolute error of one 3x3 layer (padding 1) in float32 against float64, over the output's RMS."""
+    rng = np.random.default_rng(0)
+    x = np.maximum(rng.normal(size=shape), 0)
+    kernel = rng.normal(size=(3, 3, shape[-1], features)) * 0.05
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    n, h, w, _ = shape
+    truth = sum(padded[:, i : i + h, j : j + w] @ kernel[i, j] for i in range(3) for j in range(3))
+    rms = float(np.sqrt(np.mean(truth**2)))
+    x32, k32 = np.float32(x), np.float32(kernel)
+    errors = {}
+    for name, fn in (("winograd", conv_by_winograd), ("direct", conv._xla_conv)):
+        error = np.abs(np.asarray(jax.jit(fn, static_argnums=2)(x32, k32, 1), np.float64) - truth)
+        errors[name] = {"max_over_rms": float(error.max()) / rms, "mean_over_rms": float(error.mean()) / rms}
+    return errors
 
 
 def main():
@@ -58,6 +79,7 @@ def main():
         "layers_by_winograd": {"winograd": videos["winograd_layers"], "direct": videos["direct_layers"]},
         "max_abs_difference": float(difference.max()),
         "mean_abs_difference": float(difference.mean()),
+        "bottleneck_layer_error_against_float64": layer_errors(),
         **cpu_description(),
         "jax": jax.__version__,
     }
