@@ -1,8 +1,9 @@
 """One convolution in several algebraically equal forms, float32 and bfloat16, YNNPACK and Eigen.
 
-    python benchmarks/conv_forms.py [--batch 8 --repeats 5]
+    python benchmarks/conv_forms.py [--batch 8 --repeats 5 --layers bottleneck --dtypes float32]
 
-Why `conv2d` runs thin 7x7 layers by kernel columns, and bfloat16 3x3 layers on CPU by taps.
+Why `conv2d` runs thin 7x7 layers by kernel columns, bfloat16 3x3 layers on CPU by taps, and wide
+float32 3x3 layers on many pixels by Winograd F(4x4, 3x3).
 Layers of vox256's animation at 256x256 (`--batch` frames):
   bottleneck    64x64x256 * 3x3x256->256, padding 1 (12 of them per frame)
   output        256x256x64 * 7x7x64->3, padding 3 (the generator's last layer)
@@ -10,8 +11,9 @@ Layers of vox256's animation at 256x256 (`--batch` frames):
 Forms: direct (XLA's convolution); kernel_columns (mraa_jax.modules.conv.conv_by_kernel_columns,
 thin layers only); for the 3x3 layer also im2col (one matrix product with the 9 shifted copies
 side by side), taps (`conv_by_taps`: 9 matrix products of the flattened padded image, one
-per kernel tap), winograd (F(2x2, 3x3), transforms by additions) and winograd_products (its 16
-matrix products alone, on inputs of their shapes: what the form costs with free transforms).
+per kernel tap), winograd_f4x4 (`mraa_jax.modules.winograd.conv_by_winograd`), winograd_f2x2
+(F(2x2, 3x3), transforms by additions) and winograd_f2x2_products (its 16 matrix products alone,
+on inputs of their shapes: what that form costs with free transforms).
 Each compiled with XLA's default options (YNNPACK) and with the library's
 (`process_tuning.CPU_COMPILER_OPTIONS`: Eigen), timed alone (median of --repeats after a
 warm-up), inputs and kernels in the dtype, products accumulated in float32. Also the 2048x2048
@@ -29,6 +31,7 @@ import numpy as np
 from _measure import cpu_description, median_seconds, table
 
 from mraa_jax.modules.conv import _xla_conv, conv_by_kernel_columns, conv_by_taps
+from mraa_jax.modules.winograd import conv_by_winograd
 from mraa_jax.process_tuning import CPU_COMPILER_OPTIONS, tune_process
 
 LAYERS = {
@@ -56,7 +59,7 @@ def _f23(a0, a1, a2, a3):
     return a0 - a2, a1 + a2, a2 - a1, a1 - a3
 
 
-def winograd(x, kernel, padding):
+def winograd_f2x2(x, kernel, padding):
     """Winograd F(2x2, 3x3) (3x3 kernels, padding 1, even H and W): per 2x2 output tile, the 4x4
     input tile transformed by additions (B^T d B, in the input's dtype), 16 matrix products
     (tiles, C) x (C, F), one per transformed position, with the transformed kernel G g G^T, and
@@ -78,8 +81,8 @@ def winograd(x, kernel, padding):
     return out.reshape(n, h, w, features).astype(x.dtype)
 
 
-def winograd_products(x, kernel, padding):
-    """winograd's 16 matrix products alone (inputs of the shapes they get): the form's bound."""
+def winograd_f2x2_products(x, kernel, padding):
+    """winograd_f2x2's 16 matrix products alone (inputs of the shapes they get): the form's bound."""
     n, h, w, channels = x.shape
     tiles = jnp.broadcast_to(x[:, ::2, ::2].reshape(1, -1, channels), (16, n * h * w // 4, channels))
     transformed = jnp.broadcast_to(kernel[:1, :1].reshape(1, channels, -1), (16, channels, kernel.shape[-1]))
@@ -91,8 +94,9 @@ FORMS = {
     "kernel_columns": conv_by_kernel_columns,
     "im2col": im2col,
     "taps": conv_by_taps,
-    "winograd": winograd,
-    "winograd_products": winograd_products,
+    "winograd_f4x4": conv_by_winograd,
+    "winograd_f2x2": winograd_f2x2,
+    "winograd_f2x2_products": winograd_f2x2_products,
 }
 
 
@@ -100,14 +104,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--layers", default=",".join(LAYERS), help=f"comma-separated, of {', '.join(LAYERS)}")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
     args = parser.parse_args()
+    layers = {name: LAYERS[name] for name in args.layers.split(",")}
     rng = np.random.default_rng(0)
     rows, rates = {}, {}
-    for dtype in (jnp.float32, jnp.bfloat16):
+    for dtype in (jnp.dtype(name) for name in args.dtypes.split(",")):
         a = jnp.ones((2048, 2048), dtype)
         product = jax.jit(lambda a: jnp.dot(a, a, preferred_element_type=jnp.float32))
         rates[jnp.dtype(dtype).name] = round(2 * 2048**3 / median_seconds(product, (a,), 10) / 1e9, 1)
-        for layer, (x_shape, kernel_shape, padding) in LAYERS.items():
+        for layer, (x_shape, kernel_shape, padding) in layers.items():
             x = jnp.asarray(rng.normal(size=(args.batch, *x_shape)), dtype)
             kernel = jnp.asarray(rng.normal(size=kernel_shape) * 0.05, dtype)
             thin = kernel_shape[-1] < 16
