@@ -8,6 +8,8 @@ Layers of vox256's animation at 256x256 (`--batch` frames):
   bottleneck    64x64x256 * 3x3x256->256, padding 1 (12 of them per frame)
   output        256x256x64 * 7x7x64->3, padding 3 (the generator's last layer)
   flow_mask     64x64x108 * 7x7x108->11, padding 3
+  narrow        64x64x128 * 3x3x128->128, padding 1 (not in vox256: where Winograd stops paying)
+  deep          16x16x256 * 3x3x256->512, padding 1 (the region predictor's hourglass)
 Forms: direct (XLA's convolution); kernel_columns (mraa_jax.modules.conv.conv_by_kernel_columns,
 thin layers only); for the 3x3 layer also im2col (one matrix product with the 9 shifted copies
 side by side), taps (`conv_by_taps`: 9 matrix products of the flattened padded image, one
@@ -38,6 +40,8 @@ LAYERS = {
     "bottleneck": ((64, 64, 256), (3, 3, 256, 256), 1),
     "output": ((256, 256, 64), (7, 7, 64, 3), 3),
     "flow_mask": ((64, 64, 108), (7, 7, 108, 11), 3),
+    "narrow": ((64, 64, 128), (3, 3, 128, 128), 1),  # below Winograd's channel rule
+    "deep": ((16, 16, 256), (3, 3, 256, 512), 1),  # an hourglass's: below its pixel rule
 }
 
 
