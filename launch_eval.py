@@ -33,8 +33,8 @@ with --result_video - each animated frame to standard output, raw rgb24 at the c
         | ffplay -f rawvideo -pixel_format rgb24 -video_size 256x256 -     # (a webcam: ffmpeg -f v4l2 -i /dev/video0 ...)
 
 Driving frames go through the networks in jitted batches of --chunk_size frames, the source
-encoded once. --compute_dtype bfloat16 runs the networks' convolutions in bfloat16 (faster on
-GPUs and on CPUs with AMX; outputs stay float32). Expected errors (missing or unreadable files, bad images, a checkpoint that
+encoded once. --compute_dtype bfloat16 runs the networks' convolutions in bfloat16 (less memory
+on GPUs; on CPU float32 is faster; outputs stay float32). Expected errors (missing or unreadable files, bad images, a checkpoint that
 does not fit the config, an output folder that cannot be written) print one line naming the
 cause and exit with status 1, before the model is loaded where they can be found then. Results
 are written under a temporary name and renamed when complete: a failed run leaves no partial file.
@@ -107,7 +107,7 @@ _DTYPE = flags.DEFINE_enum(
     "compute_dtype",
     None,
     ["float32", "bfloat16"],
-    "dtype of the networks' convolutions (default: the config's model_params.compute_dtype); bfloat16 is faster on GPUs and CPUs with AMX",
+    "dtype of the networks' convolutions (default: the config's model_params.compute_dtype); bfloat16 saves memory on GPUs (slower on CPU)",
 )
 
 

@@ -6,7 +6,7 @@ background transform, generation, AVD and animation, all jitted and in eval mode
 
 `model_params.compute_dtype: bfloat16` (or `MRAA.with_compute_dtype("bfloat16")`)
 runs the convolutions of the region predictor, background predictor and generator in
-bfloat16, for speed on GPUs and on CPUs with AMX. Parameters, inputs and outputs
+bfloat16, for less memory on GPUs (on CPU, float32 with Winograd is faster). Parameters, inputs and outputs
 stay float32, and so do the numerically sensitive parts: the output convs and their
 softmax/sigmoid, the region parameters and their SVD, BatchNorm statistics, warping
 and the AVD network (a small MLP whose inputs and outputs are region parameters).
