@@ -65,18 +65,18 @@ def main():
     traced = []
     by_winograd = conv.conv_by_winograd
     conv.conv_by_winograd = lambda *a: traced.append(a[1].shape) or by_winograd(*a)  # counts the layers traced
-    videos = {}
+    videos, layers_by_winograd = {}, {}
     for name, min_channels in (("winograd", conv.MIN_WINOGRAD_CHANNELS), ("direct", float("inf"))):
         conv.MIN_WINOGRAD_CHANNELS = min_channels
         jax.clear_caches()  # trace the model's programs again under this rule
         traced.clear()
         videos[name] = np.asarray(model.animate(source, driving, mode="standard", chunk_size=args.chunk))
-        videos[name + "_layers"] = len(traced)
+        layers_by_winograd[name] = len(traced)
     difference = np.abs(videos["winograd"] - videos["direct"])
     report = {
         "frames": int(driving.shape[0]),
         "chunk": args.chunk,
-        "layers_by_winograd": {"winograd": videos["winograd_layers"], "direct": videos["direct_layers"]},
+        "layers_by_winograd": layers_by_winograd,
         "max_abs_difference": float(difference.max()),
         "mean_abs_difference": float(difference.mean()),
         "bottleneck_layer_error_against_float64": layer_errors(),
