@@ -163,10 +163,19 @@ def upsample_nearest_2x(x: jax.Array) -> jax.Array:
 
 
 def avg_pool_2x(x: jax.Array) -> jax.Array:
-    """2x2 average pooling with stride 2 (odd trailing rows/columns dropped, like PyTorch)."""
+    """2x2 average pooling with stride 2 (odd trailing rows/columns dropped, like PyTorch).
+
+    In float32, the four strided views summed rather than a reduction: XLA:CPU's YNNPACK fuses
+    a reduction with the convolution before it (the DownBlocks') and runs that convolution
+    itself, slower than Eigen for the hourglasses' layers (`model.animate` 3-4% slower,
+    docs/performance.md). In bfloat16 that fusion keeps the convolution's output in float32
+    until the pool, which bfloat16's difference from float32 (tests/test_bf16.py) needs.
+    """
     b, h, w, c = x.shape
     x = x[:, : h // 2 * 2, : w // 2 * 2]
-    return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+    if x.dtype != jnp.float32:
+        return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+    return (x[:, 0::2, 0::2] + x[:, 0::2, 1::2] + x[:, 1::2, 0::2] + x[:, 1::2, 1::2]) * 0.25
 
 
 def _antialias_1d(scale: float) -> np.ndarray:

@@ -371,18 +371,22 @@ def test_upsample_nearest_2x(hw):
     np.testing.assert_array_equal(got, want)  # pure copies: exact
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # a sum of views, a reduction
 @pytest.mark.parametrize("hw", [(4, 6), (5, 7), (5, 6)])
-def test_avg_pool_2x(hw):
+def test_avg_pool_2x(hw, dtype):
     x = np.random.default_rng(8).standard_normal((2,) + hw + (3,)).astype(np.float32)
-    got = np.asarray(avg_pool_2x(jnp.asarray(x)))
+    x = np.asarray(jnp.asarray(x, dtype), np.float32)  # exact in dtype
+    pooled = avg_pool_2x(jnp.asarray(x, dtype))
+    assert pooled.dtype == dtype
+    got = np.asarray(pooled, np.float32)
     h, w = hw
     assert got.shape == (2, h // 2, w // 2, 3)  # odd trailing row/column dropped
     want = np.zeros((2, h // 2, w // 2, 3))
     for i in range(h // 2):
         for j in range(w // 2):
             want[:, i, j] = x[:, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].astype(np.float64).mean(axis=(1, 2))
-    # Mean of 4 float32 N(0,1) values: ~1e-7; 1e-6.
-    np.testing.assert_allclose(got, want, atol=1e-6)
+    # Mean of 4 N(0,1) values: ~1e-7 in float32; in bfloat16, the mean's rounding (8 bits).
+    np.testing.assert_allclose(got, want, atol=1e-6 if dtype == "float32" else 2**-8, rtol=0 if dtype == "float32" else 2**-8)
 
 
 # ------------------------------------------------------------------ anti-aliasing
