@@ -386,7 +386,8 @@ def test_avg_pool_2x(hw, dtype):
         for j in range(w // 2):
             want[:, i, j] = x[:, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].astype(np.float64).mean(axis=(1, 2))
     # Mean of 4 N(0,1) values: ~1e-7 in float32; in bfloat16, the mean's rounding (8 bits).
-    np.testing.assert_allclose(got, want, atol=1e-6 if dtype == "float32" else 2**-8, rtol=0 if dtype == "float32" else 2**-8)
+    tolerance = {"atol": 1e-6, "rtol": 0} if dtype == "float32" else {"atol": 2**-8, "rtol": 2**-8}
+    np.testing.assert_allclose(got, want, **tolerance)
 
 
 # ------------------------------------------------------------------ anti-aliasing
