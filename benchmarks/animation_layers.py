@@ -8,7 +8,7 @@ and times each alone, jitted, median of --repeats calls after a warm-up: compile
 default options (on CPU: YNNPACK) and with the library's (`process_tuning.CPU_COMPILER_OPTIONS`:
 Eigen, as the library compiles animation). Thin 7x7 layers appear as `conv2d` runs them: by
 kernel columns, a 7x1 convolution to 7x their features. Layers that `conv2d` runs by Winograd on
-CPU (`conv_method` "winograd": the bottleneck in chunks of 4 frames or more) are also timed that
+CPU (`conv_method` "winograd": the bottleneck, and in chunks the hourglasses' 16x16 layers) are also timed that
 way (winograd_ms); library_ms is each layer as the library runs it. Prints a table (milliseconds
 per chunk, all occurrences; GFLOP/s of the direct form's multiply-adds) with this machine's
 matrix-product rate for comparison, and JSON.

@@ -4,8 +4,8 @@
 
 vox256 at 256x256 with random weights (no trained vox256 checkpoint is available here), the
 real source image and driving video of ../shared/data, mode "standard". The same model animates
-the clip twice: as the library runs it (the bottleneck's 3x3 layers by Winograd in chunks of at
-least 4 frames) and with every 3x3 layer direct (the programs traced again under a rule that
+the clip twice: as the library runs it (the bottleneck's 3x3 layers and, in chunks, the hourglasses'
+16x16 ones by Winograd) and with every 3x3 layer direct (the programs traced again under a rule that
 never picks Winograd). Prints the max and mean absolute difference (images in [0, 1]) and how
 many layers each run traced by Winograd, as JSON. With random weights the output hardly depends
 on the layers, so it also prints one bottleneck layer's error (64x64x256 -> 256, 2 frames, input

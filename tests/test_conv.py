@@ -40,9 +40,10 @@ def test_layer_choice():
     assert conv_method(bottleneck, (1, 8, 8, 256), jnp.bfloat16) == "xla"  # 64 pixels: too few
     assert conv_method(bottleneck, (8, 64, 64, 256), jnp.float32) == "winograd"  # a chunk of 8 frames
     assert conv_method(bottleneck, (4, 64, 64, 256), jnp.float32) == "winograd"
-    assert conv_method(bottleneck, (1, 64, 64, 256), jnp.float32) == "xla"  # one frame: too few tiles
+    assert conv_method(bottleneck, (1, 64, 64, 256), jnp.float32) == "winograd"  # one frame
     assert conv_method((3, 3, 128, 128), (8, 64, 64, 128), jnp.float32) == "xla"  # too narrow
-    assert conv_method((3, 3, 256, 512), (8, 16, 16, 256), jnp.float32) == "xla"  # too few pixels
+    assert conv_method((3, 3, 256, 512), (8, 16, 16, 256), jnp.float32) == "winograd"  # an hourglass's, 8 frames
+    assert conv_method((3, 3, 256, 512), (1, 16, 16, 256), jnp.float32) == "xla"  # one frame: too few pixels
     with portable_convolutions():
         assert conv_method(bottleneck, (8, 64, 64, 256), jnp.float32) == "xla"
         assert conv_method(bottleneck, (1, 64, 64, 256), jnp.bfloat16) == "xla"

@@ -9,9 +9,9 @@ large kernels to few outputs (the generator's 7x7 layer to 3 channels); `conv2d`
 by kernel columns (`conv_by_kernel_columns`). In bfloat16 (the opt-in compute dtype), 3x3
 layers on CPU run as one matrix product per kernel tap (`conv_by_taps`): XLA:CPU runs bfloat16
 matrix products at AMX's rate but bfloat16 convolutions no faster than float32 ones. In float32,
-wide 3x3 layers on many pixels (the generator's bottleneck, animated in chunks) run by Winograd
-F(4x4, 3x3) on CPU when not differentiated (modules/winograd.py): 4x fewer multiplications,
-while training keeps the direct convolution. Within `portable_convolutions()` (ONNX export) the
+wide 3x3 layers on enough pixels (the generator's bottleneck; the hourglasses' 16x16 layers in
+chunks) run by Winograd F(4x4, 3x3) on CPU when not differentiated (modules/winograd.py): 4x
+fewer multiplications, while training keeps the direct convolution. Within `portable_convolutions()` (ONNX export) the
 CPU-only forms are left out. Timings: docs/performance.md.
 
 `conv2d`'s VJP:
@@ -45,9 +45,10 @@ MIN_THIN_CHANNELS = 32
 # bfloat16 3x3 layers by taps from this many pixels (N*H*W) up (smaller products do not pay).
 MIN_TAPS_PIXELS = 256
 # Float32 3x3 layers by Winograd from this many input and output channels, and pixels (N*H*W:
-# 4 frames of 64x64): narrower layers and fewer tiles were as fast or faster direct.
+# one frame of 64x64 is 4096, 8 frames of 16x16 are 2048): 128 channels at 4096 pixels and
+# 256 -> 512 at 256 pixels were as fast or faster direct.
 MIN_WINOGRAD_CHANNELS = 256
-MIN_WINOGRAD_PIXELS = 4 * 64 * 64
+MIN_WINOGRAD_PIXELS = 2048
 _PORTABLE = contextvars.ContextVar("portable_convolutions", default=False)
 
 
