@@ -6,7 +6,7 @@ with the transformed kernel (G g G^T), which for C channels and F features is 36
 (tiles, C) x (C, F), and transformed back (A^T m A): 36 multiplications per tile and channel pair
 instead of 144 (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016,
 interpolation points 0, 1, -1, 2, -2). The transforms' coefficients (up to 8 and 1/24) round more
-than the direct sum: on the bottleneck's layer, errors up to 5.6e-5 of the output's RMS (mean
+than the direct sum: on the bottleneck's layer, errors up to 5.2e-5 of the output's RMS (mean
 1.6e-6) against the direct convolution's 2.4e-6 (`benchmarks/winograd_difference.py`). `conv2d`
 uses it for inference only, on CPU, for wide layers on many pixels (modules/conv.py; timings:
 docs/performance.md).
