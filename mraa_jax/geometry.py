@@ -167,8 +167,8 @@ def avg_pool_2x(x: jax.Array) -> jax.Array:
 
     In float32, the four strided views summed rather than a reduction: XLA:CPU's YNNPACK fuses
     a reduction with the convolution before it (the DownBlocks') and runs that convolution
-    itself, slower than Eigen for the hourglasses' layers (`model.animate` 3-4% slower,
-    docs/performance.md). In bfloat16 that fusion keeps the convolution's output in float32
+    itself, slower than Eigen for the hourglasses' layers (the deepest DownBlock: 63 against 38
+    ms per 8 frames, benchmarks/fusion_forms.py). In bfloat16 that fusion keeps the convolution's output in float32
     until the pool, which bfloat16's difference from float32 (tests/test_bf16.py) needs.
     """
     b, h, w, c = x.shape

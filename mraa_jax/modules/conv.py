@@ -11,8 +11,8 @@ layers on CPU run as one matrix product per kernel tap (`conv_by_taps`): XLA:CPU
 matrix products at AMX's rate but bfloat16 convolutions no faster than float32 ones. In float32,
 wide 3x3 layers on enough pixels (the generator's bottleneck; the hourglasses' 16x16 layers in
 chunks) run by Winograd F(4x4, 3x3) on CPU when not differentiated (modules/winograd.py): 4x
-fewer multiplications, while training keeps the direct convolution. Within `portable_convolutions()` (ONNX export) the
-CPU-only forms are left out. Timings: docs/performance.md.
+fewer multiplications, while training keeps the direct convolution. Within
+`portable_convolutions()` (ONNX export) the CPU-only forms are left out. Timings: docs/performance.md.
 
 `conv2d`'s VJP:
 - the kernel gradient of thin layers by "output patches": per kernel row, one matrix product

@@ -52,7 +52,7 @@ def _interleave_phases(phases: jax.Array) -> jax.Array:
     Each phase is upsampled (a broadcast) and the output picks one per pixel by its row and
     column parity. Written as a stack, the interleave is a concatenation, which XLA:CPU runs
     element by element when it fuses it with the skip connection's warp (a gather) that is
-    blended with it: 150 against 20 ms per 8 frames at 128x128x128 (docs/performance.md).
+    blended with it: 139 against 19 ms per 8 frames at 128x128x128 (benchmarks/fusion_forms.py).
     """
     n, h, w, _, _, features = phases.shape
     h, w = h - 1, w - 1

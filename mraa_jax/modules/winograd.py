@@ -58,9 +58,9 @@ def _combine(matrix: np.ndarray, arrays: list) -> list:
 
 def transformed_kernel(kernel: jax.Array) -> jax.Array:
     """G g G^T of a (3, 3, C, F) kernel: (6, 6, C, F), each position a contiguous (C, F) matrix.
-    By weighted sums of the taps: as an einsum, XLA:CPU computes it with the 6 positions
-    innermost and then gathers each (C, F) matrix out of that, 9 ms per bottleneck layer and
-    call of the animation chunk."""
+    By weighted sums of the taps: as an einsum, XLA:CPU computed it with the 6 positions
+    innermost and then sliced each (C, F) matrix out of that, which at one frame per call cost
+    more than Winograd saved (docs/performance.md, *Fusions*)."""
     rows = _combine(KERNEL_TRANSFORM, [kernel[i] for i in range(3)])  # 6 x (3, C, F)
     return jnp.stack([jnp.stack(_combine(KERNEL_TRANSFORM, [row[j] for j in range(3)])) for row in rows])
 
