@@ -1,6 +1,6 @@
 """How far bfloat16 compute moves the animation from float32, on the original's fixture model.
 
-    python benchmarks/bf16_difference.py --fixture ../shared/fixtures/mraa_tiny --out diff.json
+    python benchmarks/bf16_difference.py --fixture tests/fixtures/mraa_tiny --out diff.json
 
 Converts the fixture checkpoint (needs the `convert` extra, torch), animates the fixture's
 real clip in relative mode three ways: float32 at the backend's default precision (on
@@ -43,7 +43,7 @@ def animations(model_dir: str, source: np.ndarray, clip: np.ndarray) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--fixture", default=str(Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mraa_tiny")
+        "--fixture", default=str(Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "mraa_tiny")
     )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()

@@ -2,7 +2,7 @@
 
     python benchmarks/data_throughput.py --videos 16 --frames 60 --size 256 --batch_size 16 --steps 30 --threads 0,2 --workers 0,2
 
-Makes `--videos` frame folders (the real ../shared/data/driving.mp4 resized, each video a
+Makes `--videos` frame folders (the real tests/fixtures/data/driving.mp4 resized, each video a
 different stretch and some mirrored; synthetic figures if that file is missing), builds them
 into the TFDS array_record format (timed), then times `training_pairs` (the original's
 augmentations on, id_sampling off) for each --threads / --workers setting: `--steps`
@@ -41,7 +41,7 @@ def make_folders(root: Path, videos: int, frames: int, size: int) -> str:
 
     from mraa_jax.data.readers import read_video
 
-    driving = Path(__file__).resolve().parents[2] / "shared" / "data" / "driving.mp4"
+    driving = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "data" / "driving.mp4"
     if driving.is_file():
         base, content = read_video(driving, frame_shape=(size, size)), "driving.mp4"
     else:

@@ -3,7 +3,7 @@
     python benchmarks/winograd_difference.py [--frames 16 --chunk 8]
 
 vox256 at 256x256 with random weights (no trained vox256 checkpoint is available here), the
-real source image and driving video of ../shared/data, mode "standard". The same model animates
+real source image and driving video of tests/fixtures/data, mode "standard". The same model animates
 the clip twice: as the library runs it (the bottleneck's 3x3 layers and, in chunks, the hourglasses'
 16x16 ones by Winograd) and with every 3x3 layer direct (the programs traced again under a rule that
 never picks Winograd). Prints the max and mean absolute difference (images in [0, 1]) and how
@@ -30,7 +30,7 @@ from mraa_jax.model import MRAA
 from mraa_jax.modules import conv
 from mraa_jax.modules.winograd import conv_by_winograd
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "data"
 
 
 def layer_errors(shape=(2, 64, 64, 256), features=256) -> dict:

@@ -1,4 +1,4 @@
-"""Shared test fixtures: paths to ../shared (or $MRAA_JAX_SHARED) and the converted fixture model.
+"""Shared test fixtures: paths to the reference set in tests/fixtures and the converted fixture model.
 
 Also gives the whole session (and the subprocesses it starts) one XLA compilation cache:
 many tests compile the same tiny training step, and compiling it once saves minutes on
@@ -22,11 +22,14 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # before any test imports jax
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
 
 REPO = Path(__file__).resolve().parents[1]
-# The one place the tests find ../shared (fixtures/, data/): MRAA_JAX_SHARED overrides it.
-SHARED = Path(os.environ.get("MRAA_JAX_SHARED", REPO.parent / "shared"))
-FIXTURES = SHARED / "fixtures"
+# The reference set (tests/fixtures/README.md): the original's outputs, the published state-dict
+# manifests, and media that may be redistributed. MRAA_JAX_FIXTURES points the tests at another
+# set of the same layout (for example an older one) without editing the repository.
+FIXTURES = Path(os.environ.get("MRAA_JAX_FIXTURES", REPO / "tests" / "fixtures"))
 FIXTURE = FIXTURES / "mraa_tiny"
-DRIVING_VIDEO = SHARED / "data" / "driving.mp4"
+MEDIA = FIXTURES / "data"
+DRIVING_VIDEO = MEDIA / "driving.mp4"
+SOURCE_IMAGE = MEDIA / "source.png"
 
 
 def nhwc(x: np.ndarray) -> np.ndarray:
@@ -36,8 +39,7 @@ def nhwc(x: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def fixture_dir() -> Path:
-    if not FIXTURE.is_dir():
-        pytest.skip(f"reference fixtures not found at {FIXTURE} (../shared beside the checkout)")
+    assert FIXTURE.is_dir(), f"reference fixtures not found at {FIXTURE}"
     return FIXTURE
 
 

@@ -1,7 +1,7 @@
 """The web demo (mraa_jax.app) through its HTTP API, as a script or a browser would use it.
 
 The app runs in-process on a free port of 127.0.0.1 with the fixture checkpoint (64x64, with an
-AVD network); gradio_client uploads ../shared/data's source image and a short clip cut from its
+AVD network); gradio_client uploads tests/fixtures/data's source image and a short clip cut from its
 driving video (not square, so the demo's centre crop is exercised) and gets the mp4s back.
 """
 
@@ -11,15 +11,14 @@ import socket
 
 import numpy as np
 import pytest
-from conftest import DRIVING_VIDEO, SHARED
+from conftest import DRIVING_VIDEO, SOURCE_IMAGE
 
-pytest.importorskip("gradio")
-pytest.importorskip("gradio_client")
+pytest.importorskip("gradio", reason="the web demo needs the `app` extra (gradio)")
+pytest.importorskip("gradio_client", reason="the web demo's HTTP test needs the `app` extra (gradio_client)")
 
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # ffmpeg subprocesses under JAX
 
 FRAMES, FPS = 6, 5.0
-SOURCE_IMAGE = SHARED / "data" / "source.png"
 
 
 def _free_port() -> int:
@@ -34,8 +33,6 @@ def client(fixture_model, tmp_path_factory):
 
     from mraa_jax.app import build_app
 
-    if not DRIVING_VIDEO.is_file() or not SOURCE_IMAGE.is_file():
-        pytest.skip(f"demo inputs not found in {SHARED / 'data'}")
     demo = build_app(fixture_model, work_dir=tmp_path_factory.mktemp("app"))
     port = _free_port()
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)
@@ -47,7 +44,7 @@ def client(fixture_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def driving_clip(tmp_path_factory):
-    """The first frames of the shared driving video, cropped to 384x288 (W x H), as an mp4."""
+    """The first frames of the fixture driving video, cropped to 384x288 (W x H), as an mp4."""
     from mraa_jax.evaluation import media
 
     frames = media.read_driving_video(DRIVING_VIDEO)[:FRAMES, 48:336]

@@ -21,10 +21,7 @@ import mraa_jax
 
 TINY_CONFIG = REPO / "tests" / "tiny_synthetic_config.py"
 
-pytestmark = [
-    pytest.mark.skipif(not (FIXTURE / "config.yaml").is_file(), reason="the tiny config needs ../shared/fixtures"),
-    pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning"),  # ffmpeg subprocesses under JAX
-]
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # ffmpeg subprocesses under JAX
 
 
 # -- the inputs ---------------------------------------------------------------------

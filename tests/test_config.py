@@ -15,8 +15,6 @@ TINY_YAML = FIXTURES / "mraa_tiny" / "config.yaml"
 MANIFESTS = FIXTURES / "state_dict_manifests.json"
 NAMES = ("vox256", "taichi256", "ted384", "mgif256")
 
-needs_tiny = pytest.mark.skipif(not TINY_YAML.is_file(), reason=f"missing fixture {TINY_YAML}")
-
 
 def config_path(name):
     return REPO / "configs" / f"{name}.py"
@@ -239,7 +237,6 @@ def _expected_shapes(mp):
     return shapes
 
 
-@pytest.mark.skipif(not MANIFESTS.is_file(), reason=f"missing fixture {MANIFESTS}")
 def test_architecture_matches_published_parameter_shapes(published):
     name, cfg = published
     manifest = json.loads(MANIFESTS.read_text())["configs"][name]
@@ -263,7 +260,6 @@ def test_architecture_matches_published_parameter_shapes(published):
 # ------------------------------------------------------------------ YAML fixture
 
 
-@needs_tiny
 def test_fixture_yaml_loads_with_defaults():
     raw = yaml.safe_load(TINY_YAML.read_text())
     cfg = load_config(TINY_YAML)
@@ -287,7 +283,6 @@ def test_fixture_yaml_loads_with_defaults():
     assert cfg.dataset_params.frame_shape == (64, 64, 3)
 
 
-@needs_tiny
 def test_fixture_yaml_round_trip(tmp_path):
     cfg = config_from_yaml(TINY_YAML)
     save_config(cfg, tmp_path / "config.yaml")

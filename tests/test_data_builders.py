@@ -22,10 +22,8 @@ from mraa_jax.data.video_folder import DatasetBuildError, build_video_dataset, s
 
 @pytest.fixture(scope="module")
 def frames():
-    """Real frames (driving.mp4 at 32x32, 24 frames) or, without ../shared, random ones."""
-    if DRIVING_VIDEO.is_file():
-        return read_video(DRIVING_VIDEO, frame_shape=(32, 32))[::5][:24]
-    return np.random.default_rng(0).integers(0, 255, (24, 32, 32, 3), dtype=np.uint8)
+    """Real frames: the fixture's driving.mp4 at 32x32, 24 frames."""
+    return read_video(DRIVING_VIDEO, frame_shape=(32, 32))[::5][:24]
 
 
 def _folder(path: Path, frames):

@@ -2,8 +2,9 @@
 
 Every layout is made from the same 9 frames (driving.mp4 resized to 64x64, every 16th frame)
 and must read back as those frames: exactly for the lossless layouts (PNG folder, stacked PNG,
-.npy), within a mean absolute error of 3/255 for JPEG (quality 95) and GIF (256-colour
-palette) and 5/255 for H.264 .mp4/.mov. Bad inputs must raise VideoReadError naming the file.
+.npy); for the lossy ones, exactly as the codec's own decoder gives them (Pillow for JPEG,
+imageio-ffmpeg for H.264), and within the codec's loss on this content (CODEC_LOSS).
+Bad inputs must raise VideoReadError naming the file.
 """
 
 from __future__ import annotations
@@ -19,15 +20,9 @@ from PIL import Image
 
 from mraa_jax.data.readers import VideoReadError, frame_files, identity_of, list_videos, read_frames, read_video
 
-needs_driving = pytest.mark.skipif(
-    not DRIVING_VIDEO.is_file(), reason=f"missing {DRIVING_VIDEO} (../shared beside the checkout)"
-)
-
 
 @pytest.fixture(scope="module")
 def clip():
-    if not DRIVING_VIDEO.is_file():
-        pytest.skip(f"missing {DRIVING_VIDEO}")
     return read_video(DRIVING_VIDEO, frame_shape=(64, 64))[::16]
 
 
@@ -38,28 +33,38 @@ def _write_folder(folder: Path, frames, ext, **save):
     return folder
 
 
+# Mean absolute error (0..255) each lossy codec may add on these 64x64 frames of a detailed
+# photograph: measured 3.46 (JPEG folder), 3.55 (stacked JPEG), 6.27 (H.264 at imageio-ffmpeg's
+# default quality, .mp4 and .mov alike); GIF's 256-colour palette stays below 3.
+CODEC_LOSS = {"jpeg": 4.5, "gif": 3.0, "h264": 8.0}
+
+
+def _jpeg_frames(files) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+
+
 @pytest.fixture(scope="module")
 def layouts(clip, tmp_path_factory):
-    """{layout: (path, mean-abs tolerance in 0..255 units)} all holding `clip`."""
+    """{layout: (path, mean-abs tolerance in 0..255 units, the codec's own decoding or None)},
+    all holding `clip`."""
     d = tmp_path_factory.mktemp("layouts")
+    jpg_folder = _write_folder(d / "jpg_folder", clip, "jpg", quality=95)
     out = {
-        "png_folder": (_write_folder(d / "png_folder", clip, "png"), 0.0),
-        "jpg_folder": (_write_folder(d / "jpg_folder", clip, "jpg", quality=95), 3.0),
+        "png_folder": (_write_folder(d / "png_folder", clip, "png"), 0.0, None),
+        "jpg_folder": (jpg_folder, CODEC_LOSS["jpeg"], _jpeg_frames(sorted(jpg_folder.iterdir()))),
     }
     Image.fromarray(np.concatenate(list(clip), 1)).save(d / "stacked.png")
-    out["stacked_png"] = (d / "stacked.png", 0.0)
+    out["stacked_png"] = (d / "stacked.png", 0.0, None)
     Image.fromarray(np.concatenate(list(clip), 1)).save(d / "stacked.jpg", quality=95)
-    out["stacked_jpg"] = (d / "stacked.jpg", 3.0)
+    stacked = _jpeg_frames([d / "stacked.jpg"])[0]
+    out["stacked_jpg"] = (d / "stacked.jpg", CODEC_LOSS["jpeg"], np.stack(np.split(stacked, len(clip), axis=1)))
     np.save(d / "array.npy", clip)
-    out["npy"] = (d / "array.npy", 0.0)
+    out["npy"] = (d / "array.npy", 0.0, None)
     iio.imwrite(d / "clip.gif", clip, loop=0, duration=100)
-    out["gif"] = (d / "clip.gif", 3.0)
-    for ext in ("mp4", "mov"):
-        try:
-            iio.imwrite(d / f"clip.{ext}", clip, fps=10)
-        except Exception:  # noqa: BLE001 - no writer for this container here
-            continue
-        out[ext] = (d / f"clip.{ext}", 5.0)
+    out["gif"] = (d / "clip.gif", CODEC_LOSS["gif"], None)
+    for ext in ("mp4", "mov"):  # imageio-ffmpeg, a dependency
+        iio.imwrite(d / f"clip.{ext}", clip, fps=10)
+        out[ext] = (d / f"clip.{ext}", CODEC_LOSS["h264"], iio.imread(d / f"clip.{ext}"))
     return out
 
 
@@ -67,11 +72,11 @@ def layouts(clip, tmp_path_factory):
     "layout", ["png_folder", "jpg_folder", "stacked_png", "stacked_jpg", "npy", "gif", "mp4", "mov"]
 )
 def test_every_layout_gives_the_same_frames(layouts, clip, layout):
-    if layout not in layouts:
-        pytest.skip(f"imageio-ffmpeg cannot write {layout} here")
-    path, tolerance = layouts[layout]
+    path, tolerance, decoded = layouts[layout]
     frames = read_video(path, frame_shape=(64, 64) if layout.startswith("stacked") else None)
     assert frames.shape == clip.shape and frames.dtype == np.uint8
+    if decoded is not None:
+        np.testing.assert_array_equal(frames, decoded)
     error = np.abs(frames.astype(np.int16) - clip).mean()
     if tolerance == 0:
         np.testing.assert_array_equal(frames, clip)
@@ -79,7 +84,6 @@ def test_every_layout_gives_the_same_frames(layouts, clip, layout):
         assert error <= tolerance, f"{layout}: mean abs error {error:.2f} > {tolerance}"
 
 
-@needs_driving
 def test_real_mp4_full_and_resized():
     frames = read_video(DRIVING_VIDEO)
     assert frames.shape == (133, 384, 384, 3) and frames.dtype == np.uint8
@@ -91,9 +95,9 @@ def test_real_mp4_full_and_resized():
 
 
 def test_stacked_default_square_and_resized_folder(layouts, clip):
-    path, _ = layouts["stacked_png"]
+    path, *_ = layouts["stacked_png"]
     np.testing.assert_array_equal(read_video(path), clip)  # frame width defaults to the height
-    folder, _ = layouts["png_folder"]
+    folder, *_ = layouts["png_folder"]
     assert read_video(folder, frame_shape=(32, 32)).shape == (9, 32, 32, 3)
     np.testing.assert_array_equal(read_frames(folder, [4, 1]), clip[[4, 1]])
 
@@ -186,7 +190,6 @@ def test_empty_and_corrupt_video_files(tmp_path):
     _expect_error(tmp_path / "missing.mp4", "no such file")
 
 
-@needs_driving
 def test_truncated_mp4(tmp_path):
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(DRIVING_VIDEO.read_bytes()[:2000])

@@ -16,10 +16,7 @@ from conftest import FIXTURE, REPO, tiny_videos
 TINY_CONFIG = REPO / "tests" / "tiny_synthetic_config.py"
 LAUNCH = [sys.executable, str(REPO / "launch_eval.py")]
 
-pytestmark = [
-    pytest.mark.skipif(not (FIXTURE / "config.yaml").is_file(), reason="the tiny config needs ../shared/fixtures"),
-    pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning"),  # ffmpeg subprocesses under JAX
-]
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # ffmpeg subprocesses under JAX
 
 
 @pytest.fixture(scope="module")
@@ -231,9 +228,10 @@ def test_mismatched_checkpoint_and_config(model_dir, tmp_path):
 
 @pytest.mark.slow
 def test_notebook_executes(model_dir, tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
+    reason = "running the notebook needs the `test` extra (nbformat, nbclient, ipykernel)"
+    nbformat = pytest.importorskip("nbformat", reason=reason)
+    nbclient = pytest.importorskip("nbclient", reason=reason)
+    pytest.importorskip("ipykernel", reason=reason)
     monkeypatch.setenv("MRAA_DEMO_MODEL", str(model_dir))
     monkeypatch.setenv("MRAA_DEMO_FRAMES", "4")
     monkeypatch.setenv("MRAA_DEMO_FIND_BEST", "1")

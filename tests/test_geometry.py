@@ -28,12 +28,6 @@ from mraa_jax.geometry import (
     upsample_nearest_2x,
 )
 
-needs_fixture = pytest.mark.skipif(
-    not (FIXTURE / "outputs.npz").is_file() or not (FIXTURE / "inputs.npz").is_file(),
-    reason=f"missing fixture {FIXTURE}/{{inputs,outputs}}.npz",
-)
-
-
 # ------------------------------------------------------------------ NumPy references
 
 
@@ -535,7 +529,6 @@ def _nhwc(x):
     return np.moveaxis(np.asarray(x), 1, -1)
 
 
-@needs_fixture
 @pytest.mark.parametrize(
     "image_key,out_key",
     [
@@ -551,7 +544,6 @@ def test_fixture_antialias_downsample(tiny, image_key, out_key):
     np.testing.assert_allclose(got, _nhwc(outputs[out_key]), atol=1e-5, rtol=0)
 
 
-@needs_fixture
 def test_fixture_deformed_source(tiny):
     _, outputs = tiny
     src = _nhwc(outputs["flow.downsampled_source"])  # (2, 32, 32, 3)

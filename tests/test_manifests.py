@@ -1,5 +1,5 @@
 """Our parameter trees of the four published configs, mapped by the converter's name map,
-match the original's state dicts (../shared/fixtures/state_dict_manifests.json) name for
+match the original's state dicts (tests/fixtures/state_dict_manifests.json) name for
 name and shape for shape."""
 
 from __future__ import annotations
@@ -9,21 +9,19 @@ import math
 
 import jax
 import pytest
-from conftest import REPO, SHARED
+from conftest import FIXTURES, REPO
 
 from mraa_jax.config import load_config
 from mraa_jax.convert import flat_leaves, flax_to_torch, flax_to_torch_shape, torch_to_flax
 from mraa_jax.geometry import antialias_kernel
 from mraa_jax.model import NETWORKS, build_networks, config_frame_shape, init_variables
 
-MANIFESTS = SHARED / "fixtures" / "state_dict_manifests.json"
+MANIFESTS = FIXTURES / "state_dict_manifests.json"
 CONFIGS = ("vox256", "taichi256", "ted384", "mgif256")
 
 
 @pytest.fixture(scope="module")
 def manifests():
-    if not MANIFESTS.is_file():
-        pytest.skip(f"{MANIFESTS} not found")
     return json.loads(MANIFESTS.read_text())["configs"]
 
 

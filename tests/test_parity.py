@@ -1,4 +1,4 @@
-"""The converted fixture checkpoint computes what the original computed (../shared/fixtures/mraa_tiny).
+"""The converted fixture checkpoint computes what the original computed (tests/fixtures/mraa_tiny).
 
 Every array of outputs.npz that is a model output is compared with max absolute
 difference <= 1e-4; the train-mode forward of train_mode.npz likewise.
@@ -151,15 +151,66 @@ def _train_forward(nets, variables, frames, transformed):
 
 
 def test_train_mode_outputs(train_forward, frames, fixture_train):
+    """Every region parameter and the background within 1e-4; the generator's outputs too,
+    or within CONDITIONED_ATOL where a region is near-isotropic (see below)."""
     params, bg, gen, _ = train_forward
+    conditioned = any(
+        np.any(relative_eigen_gap(fixture_train[f"train.{n}.covar"]) < NEAR_ISOTROPIC_GAP)
+        for n in ("source", "driving")
+    )
     for name, p in params.items():
         for field in ("shift", "covar", "affine"):
             assert_close(f"train.{name}.{field}", getattr(p, field), fixture_train[f"train.{name}.{field}"])
     assert_close("train.bg_params", bg, fixture_train["train.bg_params"])
     for key in ("prediction", "deformed", "occlusion_map"):
-        assert_close(f"train.{key}", gen[key], nhwc(fixture_train[f"train.{key}"]))
+        assert_close(
+            f"train.{key}", gen[key], nhwc(fixture_train[f"train.{key}"]), CONDITIONED_ATOL if conditioned else ATOL
+        )
     l1 = np.mean(np.abs(np.asarray(gen["prediction"]) - frames["driving"]))
     assert_close("loss.l1", l1, fixture_train["loss.l1"])
+
+
+# The PCA's SVD of a near-isotropic covariance (relative eigen-gap below NEAR_ISOTROPIC_GAP)
+# turns float32 rounding of the covariance (~1e-6, the original's as much as ours) into a much
+# larger change of its eigenvectors, and so of the region's affine and of the flow built from
+# it. On the fixture's frames one driving region has a gap of 0.016: run in float64, the
+# original's own float32 train-mode prediction is 4.9e-4 off (deformed 9.6e-4), ours 3.9e-4
+# (7.7e-4), in opposite directions. Outputs downstream of such a region get CONDITIONED_ATOL.
+NEAR_ISOTROPIC_GAP = 0.05
+CONDITIONED_ATOL = 2e-3
+
+
+def relative_eigen_gap(covar) -> np.ndarray:
+    """(λ_max - λ_min) / λ_max of each 2x2 covariance, in float64."""
+    eigenvalues = np.linalg.eigvalsh(np.asarray(covar, np.float64))
+    return (eigenvalues[..., 1] - eigenvalues[..., 0]) / eigenvalues[..., 1]
+
+
+def test_train_mode_generator_apart_from_near_isotropic_regions(fixture_model, train_forward, frames, fixture_train):
+    """The train-mode difference beyond 1e-4 comes from the near-isotropic regions alone: with
+    only their affines taken from the original (every other input ours), the generator's
+    outputs are within 1e-4 of the original's. (Without such regions, as on the original's
+    sample frames, this is the end-to-end comparison at 1e-4.)"""
+    params, bg, _, _ = train_forward
+    near = {n: relative_eigen_gap(fixture_train[f"train.{n}.covar"]) < NEAR_ISOTROPIC_GAP for n in params}
+    mixed = {
+        n: params[n].replace(
+            affine=np.where(near[n][..., None, None], fixture_train[f"train.{n}.affine"], params[n].affine)
+        )
+        for n in ("source", "driving")
+    }
+    gen, _ = fixture_model.networks.generator.apply(
+        fixture_model.variables["generator"],
+        frames["source"],
+        mixed["driving"],
+        mixed["source"],
+        bg,
+        train=True,
+        mutable=["batch_stats"],
+    )
+    for key in ("prediction", "deformed", "occlusion_map"):
+        theirs = nhwc(fixture_train[f"train.{key}"])
+        assert_close(f"train.{key}, near-isotropic affines the original's", gen[key], theirs)
 
 
 def test_train_mode_running_statistics(train_forward, fixture_train):

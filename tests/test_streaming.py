@@ -1,6 +1,6 @@
 """Streaming animation (mraa_jax.streaming): equal to `animate`, one compilation, and launch_eval.py's demo on a pipe.
 
-On the fixture checkpoint (64x64, 5 regions, with an AVD network) and frames of ../shared/data.
+On the fixture checkpoint (64x64, 5 regions, with an AVD network) and frames of tests/fixtures/data.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def test_stream_refuses_bad_frames(fixture_model, clip):
 
 
 def _ffmpeg_raw() -> list[str]:
-    """ffmpeg writing the first FRAMES frames of the shared driving video, scaled to SIZE, as raw rgb24 to stdout."""
+    """ffmpeg writing the first FRAMES frames of the fixture driving video, scaled to SIZE, as raw rgb24 to stdout."""
     import imageio_ffmpeg
 
     return [
