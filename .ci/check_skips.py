@@ -7,12 +7,13 @@ reason as "the `NAME` extra". Usage: python .ci/check_skips.py PYTEST_OUTPUT
 
 from __future__ import annotations
 
-import re
 import sys
 import tomllib
 from pathlib import Path
 
-EXTRAS = set(tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+EXTRAS = set(
+    tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+)
 
 
 def bad_skips(report: str) -> list[str]:
