@@ -133,21 +133,20 @@ def _train_forward(nets, variables, frames, transformed):
     bg, bg_state = nets.bg_predictor.apply(
         variables["bg_predictor"], frames["source"], frames["driving"], train=True, mutable=["batch_stats"]
     )
-    gen, gen_state = nets.generator.apply(
-        variables["generator"],
-        frames["source"],
-        params["driving"],
-        params["source"],
-        bg,
-        train=True,
-        mutable=["batch_stats"],
-    )
+    gen, gen_state = _train_generator(nets, variables, frames["source"], params["source"], params["driving"], bg)
     stats = {
         "region_predictor": rp_vars["batch_stats"],
         "bg_predictor": bg_state["batch_stats"],
         "generator": gen_state["batch_stats"],
     }
     return params, bg, gen, stats
+
+
+def _train_generator(nets, variables, source, source_params, driving_params, bg):
+    """(outputs, new state) of the generator in train mode, as the original's training calls it."""
+    return nets.generator.apply(
+        variables["generator"], source, driving_params, source_params, bg, train=True, mutable=["batch_stats"]
+    )
 
 
 def test_train_mode_outputs(train_forward, frames, fixture_train):
@@ -199,14 +198,8 @@ def test_train_mode_generator_apart_from_near_isotropic_regions(fixture_model, t
         )
         for n in ("source", "driving")
     }
-    gen, _ = fixture_model.networks.generator.apply(
-        fixture_model.variables["generator"],
-        frames["source"],
-        mixed["driving"],
-        mixed["source"],
-        bg,
-        train=True,
-        mutable=["batch_stats"],
+    gen, _ = _train_generator(
+        fixture_model.networks, fixture_model.variables, frames["source"], mixed["source"], mixed["driving"], bg
     )
     for key in ("prediction", "deformed", "occlusion_map"):
         theirs = nhwc(fixture_train[f"train.{key}"])
