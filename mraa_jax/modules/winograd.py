@@ -60,7 +60,7 @@ def transformed_kernel(kernel: jax.Array) -> jax.Array:
     """G g G^T of a (3, 3, C, F) kernel: (6, 6, C, F), each position a contiguous (C, F) matrix.
     By weighted sums of the taps: as an einsum, XLA:CPU computed it with the 6 positions
     innermost and then sliced each (C, F) matrix out of that, which at one frame per call cost
-    more than Winograd saved (docs/performance.md, *Fusions*)."""
+    more than Winograd saved."""
     rows = _combine(KERNEL_TRANSFORM, [kernel[i] for i in range(3)])  # 6 x (3, C, F)
     return jnp.stack([jnp.stack(_combine(KERNEL_TRANSFORM, [row[j] for j in range(3)])) for row in rows])
 
