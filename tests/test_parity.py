@@ -153,10 +153,7 @@ def test_train_mode_outputs(train_forward, frames, fixture_train):
     """Every region parameter and the background within 1e-4; the generator's outputs too,
     or within CONDITIONED_ATOL where a region is near-isotropic (see below)."""
     params, bg, gen, _ = train_forward
-    conditioned = any(
-        np.any(relative_eigen_gap(fixture_train[f"train.{n}.covar"]) < NEAR_ISOTROPIC_GAP)
-        for n in ("source", "driving")
-    )
+    conditioned = has_near_isotropic_region(fixture_train, "source", "driving")
     for name, p in params.items():
         for field in ("shift", "covar", "affine"):
             assert_close(f"train.{name}.{field}", getattr(p, field), fixture_train[f"train.{name}.{field}"])
@@ -183,6 +180,11 @@ def relative_eigen_gap(covar) -> np.ndarray:
     """(λ_max - λ_min) / λ_max of each 2x2 covariance, in float64."""
     eigenvalues = np.linalg.eigvalsh(np.asarray(covar, np.float64))
     return (eigenvalues[..., 1] - eigenvalues[..., 0]) / eigenvalues[..., 1]
+
+
+def has_near_isotropic_region(fixture_train, *images: str) -> bool:
+    """Whether any train-mode region of these images ("source", "driving") is near-isotropic."""
+    return any(np.any(relative_eigen_gap(fixture_train[f"train.{n}.covar"]) < NEAR_ISOTROPIC_GAP) for n in images)
 
 
 def test_train_mode_generator_apart_from_near_isotropic_regions(fixture_model, train_forward, frames, fixture_train):
